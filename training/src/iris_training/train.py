@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -323,6 +324,10 @@ def train(
             }
         )
         mlflow.set_tag("best_run_id", run_ids[best.point])
+        log.info(
+            "grid search run: %s/#/experiments/%s/runs/%s",
+            tracking_uri.rstrip("/"), experiment.experiment_id, parent.info.run_id,
+        )
 
     version_tags = {
         "test_accuracy": f"{test_accuracy:.4f}",
@@ -386,6 +391,8 @@ def main(
     ] = -1,
 ) -> None:
     """Grid-search an MLPClassifier, track it in MLflow and register the best model."""
+    # One line per run is noise here: the parent run's URL is logged below instead.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     p = load_params(params).train
     try:
         outcome = train(p, data_dir, metrics, plots, tracking_uri, n_jobs)

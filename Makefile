@@ -1,0 +1,39 @@
+# iris-mlops developer entry points. Every target installs what it needs (uv included).
+SHELL := bash
+.DEFAULT_GOAL := help
+
+UV := ./scripts/uv.sh
+# compiled bytecode: imports of sklearn/mlflow fall from 4-9 s to about 2 s
+export UV_COMPILE_BYTECODE := 1
+# use the machine's Python >= 3.11
+export UV_PYTHON_DOWNLOADS := never
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+RUN := $(UV) run --frozen
+
+.PHONY: help sync up down status test lint bench
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+sync:  ## install the locked environment into .venv
+	$(UV) sync --frozen
+
+up: sync  ## main job: start MLflow on 127.0.0.1, run the DVC pipeline, print addresses and versions
+	$(RUN) iris-stack up
+
+down:  ## stop the services `make up` started
+	$(RUN) iris-stack down
+
+status:  ## which local services answer
+	$(RUN) iris-stack status
+
+test: sync  ## the whole test suite, with real MLflow servers (what CI runs)
+	$(RUN) pytest
+
+lint: sync  ## ruff, formatting and mypy (strict)
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+
+bench: sync  ## benchmarks: print numbers, no pass/fail
+	$(RUN) python -m bench

@@ -1,0 +1,144 @@
+"""`iris-stack`: the embedded default. One machine, no cluster, the same system.
+
+`up` starts what is missing (a lean MLflow server on 127.0.0.1, state under one folder), runs
+the DVC pipeline and prints where everything is; the services stay in the background until
+`down`. Running `up` twice is safe: what answers already is reused, and `dvc repro` skips what is
+up to date.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from iris_stack.registry import AliasedVersion, version_by_alias
+from iris_stack.services import (
+    Service,
+    ServiceError,
+    alive,
+    answers,
+    bin_path,
+    mlflow_server,
+    stop_group,
+)
+from iris_stack.settings import StackSettings
+
+app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
+
+
+def _pidfile(settings: StackSettings, name: str) -> Path:
+    return settings.state_dir / f"{name}.pid"
+
+
+def ensure_running(settings: StackSettings, service: Service) -> str:
+    """Reuse a service that answers already; else start it detached and record its pid."""
+    if answers(service.health_url):
+        return f"{service.name}: already answering at {service.health_url}"
+    pid = service.start()
+    _pidfile(settings, service.name).write_text(f"{pid}\n")
+    try:
+        service.wait_healthy(settings.start_timeout_s)
+    except ServiceError:
+        service.stop()
+        _pidfile(settings, service.name).unlink(missing_ok=True)
+        raise
+    return f"{service.name}: started (pid {pid}, log {service.log_path})"
+
+
+def _registry_names(params: Path) -> tuple[list[str], str]:
+    train = (yaml.safe_load(params.read_text(encoding="utf-8")) or {}).get("train", {})
+    names = [train.get("onnx_model_name", "IrisModel"), train.get("sklearn_model_name", "IrisDev")]
+    return names, str(train.get("alias", "champion"))
+
+
+def champions(settings: StackSettings) -> list[AliasedVersion | None]:
+    names, alias = _registry_names(settings.params)
+    return [version_by_alias(settings.mlflow_url, n, alias) for n in names]
+
+
+def _dvc(*args: str, env: dict[str, str]) -> None:
+    cmd = [bin_path("dvc"), *args]
+    typer.echo(f"$ {' '.join(['dvc', *args])}", err=True)
+    if subprocess.run(cmd, env=env, check=False).returncode != 0:
+        typer.echo(
+            f"`dvc {' '.join(args)}` failed (see above); services keep running, "
+            "`make down` stops them",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+def up() -> None:
+    """Start MLflow (unless it answers), run `dvc repro`, print addresses and versions."""
+    settings = StackSettings()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        typer.echo(
+            ensure_running(settings, mlflow_server(settings.state_dir / "mlflow",
+                                                   settings.mlflow_port, settings.host)),
+            err=True,
+        )
+    except ServiceError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from e
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.mlflow_url, "DVC_NO_ANALYTICS": "1"}
+    _dvc("repro", env=env)
+    if not all(champions(settings)):
+        # The pipeline is up to date but this registry has no champion (a new MLflow state
+        # folder, say): train again so the registry and the pipeline agree.
+        typer.echo("the registry has no champion yet: retraining", err=True)
+        _dvc("repro", "--force", "--single-item", "train", env=env)
+    _print_summary(settings)
+
+
+def _print_summary(settings: StackSettings) -> None:
+    rows = [("MLflow UI", settings.mlflow_url)]
+    accuracy = ""
+    for v in champions(settings):
+        if v is None:
+            continue
+        accuracy = v.tags.get("test_accuracy", "?")
+        rows.append((v.name, f"version {v.version} @{v.alias} (test accuracy {accuracy})"))
+    rows += [("Test accuracy", accuracy), ("Stop with", "make down")]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        typer.echo(f"{key:<{width}}  {value}")
+
+
+@app.command()
+def down() -> None:
+    """Stop the services `up` started (not those it found running)."""
+    settings = StackSettings()
+    stopped = 0
+    for pidfile in sorted(settings.state_dir.glob("*.pid")):
+        name = pidfile.stem
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            pid = 0
+        if pid and alive(pid) and stop_group(pid):
+            typer.echo(f"{name}: stopped (pid {pid})")
+            stopped += 1
+        pidfile.unlink(missing_ok=True)
+    if not stopped:
+        typer.echo("nothing to stop")
+
+
+@app.command()
+def status(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the exit code.")] = False,
+) -> None:
+    """Say which services answer; exit 1 if one does not."""
+    settings = StackSettings()
+    ok = answers(f"{settings.mlflow_url}/health")
+    if not quiet:
+        typer.echo(f"mlflow  {settings.mlflow_url}  {'up' if ok else 'down'}")
+    raise typer.Exit(0 if ok else 1)
+

@@ -1,0 +1,24 @@
+"""Settings of the embedded default, from the environment (prefix IRIS_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StackSettings(BaseSettings):
+    """Where local state lives and which loopback ports the services use (usual defaults)."""
+
+    model_config = SettingsConfigDict(env_prefix="IRIS_", extra="ignore")
+
+    state_dir: Path = Field(Path(".iris"), description="MLflow/Prefect state, logs, pid files")
+    host: str = Field("127.0.0.1", description="Address every local service binds to")
+    mlflow_port: int = Field(5000, ge=1, le=65535)
+    params: Path = Field(Path("params.yaml"), description="Pipeline parameters (registry names)")
+    start_timeout_s: float = Field(120.0, gt=0, description="How long a service may take to start")
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{self.host}:{self.mlflow_port}"

@@ -1,0 +1,48 @@
+"""Real parts for the tests: an MLflow server, a UCI-like HTTP server, prepared data."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from iris_stack.services import free_port, mlflow_server, running
+from iris_training.params import Erratum, load_params
+from iris_training.prepare import prepare
+from tests.support import Archive, ArchiveHandler, make_zip, uci_lines
+
+ROOT = Path(__file__).resolve().parents[1]
+
+@pytest.fixture
+def uci_server() -> Iterator[Archive]:
+    server = Archive(("127.0.0.1", 0), ArchiveHandler)
+    server.payload = make_zip(uci_lines())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def params_errata() -> list[Erratum]:
+    return load_params(ROOT / "params.yaml").prepare.errata
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory, params_errata: list[Erratum]) -> Path:
+    """data/{data,train,test}.csv and classes.json prepared from UCI-like data with its errors."""
+    folder = tmp_path_factory.mktemp("data")
+    (folder / "data.csv").write_text("\n".join(uci_lines()) + "\n")
+    prepare(folder / "data.csv", folder, params_errata, test_size=0.2, seed=42)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` (lean flags) on 127.0.0.1 and a free port, for the session."""
+    state = tmp_path_factory.mktemp("mlflow")
+    with running(mlflow_server(state, free_port())) as server:
+        yield server.health_url.removesuffix("/health")
