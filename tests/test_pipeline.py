@@ -1,0 +1,129 @@
+"""The main job end to end, in a copy of the project: `iris-stack up` (a real MLflow server,
+`dvc repro` of fetch/prepare/train), `up` again, the DVC remote round trip, `down`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from iris_stack.registry import version_by_alias
+from iris_stack.services import answers, free_port
+from tests.support import Archive
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DATA_OUTS = ("data/data.csv", "data/train.csv", "data/test.csv", "data/classes.json")
+
+
+def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=timeout)
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+@pytest.fixture
+def project(tmp_path: Path, uci_server: Archive) -> Path:
+    """The pipeline's files in a new git repository; the data comes from the local archive server
+    and the grid is small. The DVC remote keeps its default: a folder beside the project."""
+    dest = tmp_path / "iris-mlops"
+    dest.mkdir()
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, dest / name)
+    shutil.copytree(ROOT / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local"))
+    shutil.copytree(ROOT / "training" / "src", dest / "training" / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["url"] = uci_server.url
+    params["train"].update(hidden_layers=[2], epochs=[300, 600])
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "IRIS_MLFLOW_PORT": str(port),
+        "IRIS_STATE_DIR": str(tmp_path / "state"),
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    stack = str(BIN / "iris-stack")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        first = run([stack, "up"], project, env)
+        assert first.returncode == 0, first.stderr
+        assert f"MLflow UI      {url}" in first.stdout
+        assert "IrisModel      version 1 @champion (test accuracy" in first.stdout
+        assert "IrisDev        version 1 @champion (test accuracy" in first.stdout
+        accuracy = float(first.stdout.split("Test accuracy")[1].split()[0])
+        assert accuracy >= 0.9
+        assert "mlflow: started" in first.stderr
+
+        # The run's DVC data hash is the one dvc.lock recorded for prepare's output.
+        lock = yaml.safe_load((project / "dvc.lock").read_text())
+        lock_md5 = {o["path"]: o["md5"] for o in lock["stages"]["prepare"]["outs"]}
+        champion = version_by_alias(url, "IrisModel", "champion")
+        assert champion is not None
+        import mlflow  # noqa: PLC0415
+
+        tags = mlflow.MlflowClient(url).get_run(champion.run_id).data.tags
+        assert tags["dvc.md5.train.csv"] == lock_md5["data/train.csv"]
+
+        metrics = run([str(BIN / "dvc"), "metrics", "show", "--json"], project, env)
+        assert metrics.returncode == 0, metrics.stderr
+        assert json.loads(metrics.stdout)[""]["data"]["metrics.json"]["data"]["test_accuracy"] == pytest.approx(accuracy, abs=1e-4)
+
+        second = run([stack, "up"], project, env)
+        assert second.returncode == 0, second.stderr
+        assert "mlflow: already answering" in second.stderr
+        assert "Data and pipelines are up to date." in second.stdout + second.stderr
+        assert "IrisModel      version 1 @champion" in second.stdout  # nothing retrained
+
+        # The default remote (a folder beside the project) round trip.
+        push = run([str(BIN / "dvc"), "push"], project, env)
+        assert push.returncode == 0, push.stderr
+        assert (project.parent / "iris-mlops-dvc-storage").is_dir()
+        before = {name: md5(project / name) for name in DATA_OUTS}
+        for name in DATA_OUTS:
+            (project / name).unlink()
+        shutil.rmtree(project / ".dvc" / "cache")
+        pull = run([str(BIN / "dvc"), "pull"], project, env)
+        assert pull.returncode == 0, pull.stderr
+        assert {name: md5(project / name) for name in DATA_OUTS} == before
+        status = run([str(BIN / "dvc"), "status"], project, env)
+        assert "Data and pipelines are up to date." in status.stdout
+    finally:
+        down = run([stack, "down"], project, env)
+    assert down.returncode == 0, down.stderr
+    assert "mlflow: stopped" in down.stdout
+    assert not answers(f"{url}/health")
+    assert "nothing to stop" in run([stack, "down"], project, env).stdout
+
+
+def test_up_retrains_when_the_registry_has_no_champion(project: Path, tmp_path: Path) -> None:
+    """The pipeline is up to date, but the MLflow state is new: `up` trains again."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "IRIS_STATE_DIR": str(tmp_path / "a")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    stack = str(BIN / "iris-stack")
+    try:
+        env["IRIS_MLFLOW_PORT"] = str(free_port())
+        assert run([stack, "up"], project, env).returncode == 0
+        assert run([stack, "down"], project, env).returncode == 0
+        env |= {"IRIS_STATE_DIR": str(tmp_path / "b"), "IRIS_MLFLOW_PORT": str(free_port())}
+        again = run([stack, "up"], project, env)
+        assert again.returncode == 0, again.stderr
+        assert "the registry has no champion yet: retraining" in again.stderr
+        assert "IrisModel      version 1 @champion" in again.stdout
+    finally:
+        run([stack, "down"], project, env)
