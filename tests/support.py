@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-from sklearn.datasets import load_iris
+from pathlib import Path
 
 from iris_core import CLASS_NAMES
+from sklearn.datasets import load_iris
 
 # UCI's iris.data differs from Fisher's values (scikit-learn's copy) in samples 35 and 38.
-UCI_ERRORS = {35: (4.9, 3.1, 1.5, 0.1), 38: (4.9, 3.1, 1.5, 0.1)}
+UCI_ERRORS: dict[int, tuple[float, ...]] = {35: (4.9, 3.1, 1.5, 0.1), 38: (4.9, 3.1, 1.5, 0.1)}
 
 
 def uci_lines(errors: dict[int, tuple[float, ...]] | None = None, n: int = 150) -> list[str]:
     """Iris rows as UCI writes them (with its two errors by default)."""
-    errors = UCI_ERRORS if errors is None else errors
+    if errors is None:
+        errors = UCI_ERRORS
     iris = load_iris()
     lines = []
     for i, (x, t) in enumerate(zip(iris.data, iris.target, strict=True), start=1):
@@ -56,5 +59,23 @@ class ArchiveHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(self.server.payload)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+def copy_pipeline(root: Path, dest: Path) -> Path:
+    """The DVC pipeline of `root` (dvc.yaml, params.yaml, .dvc/config, the stages' sources) in
+    a new git repository at `dest`, with no data and no cache."""
+    dest.mkdir(parents=True)
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy(root / name, dest / name)
+    shutil.copytree(
+        root / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local")
+    )
+    shutil.copytree(
+        root / "training" / "src",
+        dest / "training" / "src",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_iris
-
 from iris_core import CLASS_NAMES, FEATURES
 from iris_stack.services import free_port
 from iris_training.data import DataError
 from iris_training.fetch import fetch
 from iris_training.params import Erratum, Feature
 from iris_training.prepare import prepare
+from sklearn.datasets import load_iris
 
 from tests.support import Archive, make_zip, uci_lines
 
@@ -31,7 +30,10 @@ def read_split(path: Path) -> np.ndarray:
 
 def fisher_rows() -> Counter[tuple[float, ...]]:
     iris = load_iris()
-    return Counter(tuple(round(v, 1) for v in x) + (float(t),) for x, t in zip(iris.data, iris.target, strict=True))
+    return Counter(
+        (*tuple(round(v, 1) for v in x), float(t))
+        for x, t in zip(iris.data, iris.target, strict=True)
+    )
 
 
 def test_feature_names_agree_with_core() -> None:
@@ -73,10 +75,13 @@ def test_fetch_falls_back_to_scikit_learn_without_network(
     [
         (uci_lines(n=149), ["149 rows instead of 150", "Iris-virginica: 49 rows instead of 50"]),
         (
-            [*uci_lines(n=100), *(line.replace("virginica", "versicolor") for line in uci_lines()[100:])],
+            [
+                *uci_lines(n=100),
+                *(line.replace("virginica", "versicolor") for line in uci_lines()[100:]),
+            ],
             ["Iris-versicolor: 100 rows instead of 50", "Iris-virginica: 0 rows instead of 50"],
         ),
-        (uci_lines()[:10] + ["5.1,3.5,1.4,Iris-setosa"], ["!iris.data:11: expected 5"]),
+        ([*uci_lines()[:10], "5.1,3.5,1.4,Iris-setosa"], ["!iris.data:11: expected 5"]),
     ],
     ids=["missing-row", "wrong-class-counts", "short-row"],
 )
@@ -93,11 +98,11 @@ def test_fetch_stops_on_unexpected_content(
 
 
 def test_fetch_names_a_missing_member_and_a_non_zip(uci_server: Archive, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="no member 'iris.data'"):
-        uci_server.payload = make_zip(uci_lines(), member="other.data")
+    uci_server.payload = make_zip(uci_lines(), member="other.data")
+    with pytest.raises(DataError, match=r"no member 'iris\.data'"):
         fetch(uci_server.url, "iris.data", 5, tmp_path / "a.csv")
+    uci_server.payload = b"<html>moved</html>"
     with pytest.raises(DataError, match="not a zip archive"):
-        uci_server.payload = b"<html>moved</html>"
         fetch(uci_server.url, "iris.data", 5, tmp_path / "b.csv")
     with pytest.raises(DataError, match="HTTP 404"):
         fetch(uci_server.url.replace("iris.zip", "nope.zip"), "iris.data", 5, tmp_path / "c.csv")
@@ -146,10 +151,22 @@ def test_errata_repair_logs_each_change(
     ("line", "expected"),
     [
         ("5.1,3.5,1.4,Iris-setosa", "data.csv:7: expected 5 comma-separated fields"),
-        ("5.1,abc,1.4,0.2,Iris-setosa", "data.csv:7: column 2 (sepal_width): 'abc' is not a number"),
-        ("5.1,3.5,nan,0.2,Iris-setosa", "data.csv:7: column 3 (petal_length): 'nan' is not a positive"),
-        ("5.1,3.5,1.4,-0.2,Iris-setosa", "data.csv:7: column 4 (petal_width): '-0.2' is not a positive"),
-        ("5.1,3.5,1.4,0.2,Iris-setosum", "data.csv:7: column 5 (class): unknown class 'Iris-setosum'"),
+        (
+            "5.1,abc,1.4,0.2,Iris-setosa",
+            "data.csv:7: column 2 (sepal_width): 'abc' is not a number",
+        ),
+        (
+            "5.1,3.5,nan,0.2,Iris-setosa",
+            "data.csv:7: column 3 (petal_length): 'nan' is not a positive",
+        ),
+        (
+            "5.1,3.5,1.4,-0.2,Iris-setosa",
+            "data.csv:7: column 4 (petal_width): '-0.2' is not a positive",
+        ),
+        (
+            "5.1,3.5,1.4,0.2,Iris-setosum",
+            "data.csv:7: column 5 (class): unknown class 'Iris-setosum'",
+        ),
     ],
     ids=["too-few-fields", "not-a-number", "nan", "negative", "unknown-class"],
 )
@@ -160,9 +177,18 @@ def test_a_bad_row_stops_prepare_with_file_line_and_column(
     lines[6] = line
     (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
     result = subprocess.run(
-        [BIN / "iris-prepare", "--params", Path(__file__).parents[1] / "params.yaml",
-         "--data", tmp_path / "data.csv", "--out-dir", tmp_path / "out"],
-        capture_output=True, text=True, check=False,
+        [
+            BIN / "iris-prepare",
+            "--params",
+            Path(__file__).parents[1] / "params.yaml",
+            "--data",
+            tmp_path / "data.csv",
+            "--out-dir",
+            tmp_path / "out",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 1
     assert expected in result.stderr
@@ -173,11 +199,23 @@ def test_a_bad_row_stops_prepare_with_file_line_and_column(
 def test_a_bad_params_file_is_named_with_its_key(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text(
-        (Path(__file__).parents[1] / "params.yaml").read_text().replace("test_size: 0.2", "test_size: 2")
+        (Path(__file__).parents[1] / "params.yaml")
+        .read_text()
+        .replace("test_size: 0.2", "test_size: 2")
     )
     result = subprocess.run(
-        [BIN / "iris-prepare", "--params", params, "--data", tmp_path / "x.csv", "--out-dir", tmp_path],
-        capture_output=True, text=True, check=False,
+        [
+            BIN / "iris-prepare",
+            "--params",
+            params,
+            "--data",
+            tmp_path / "x.csv",
+            "--out-dir",
+            tmp_path,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 1
     assert f"{params}: prepare.test_size: Input should be less than 1" in result.stderr

@@ -13,18 +13,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from iris_stack.registry import version_by_alias
 from iris_stack.services import answers, free_port
-from tests.support import Archive
+
+from tests.support import Archive, copy_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DATA_OUTS = ("data/data.csv", "data/train.csv", "data/test.csv", "data/classes.json")
 
 
-def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=timeout)
+def run(
+    argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=timeout
+    )
 
 
 def md5(path: Path) -> str:
@@ -35,17 +39,11 @@ def md5(path: Path) -> str:
 def project(tmp_path: Path, uci_server: Archive) -> Path:
     """The pipeline's files in a new git repository; the data comes from the local archive server
     and the grid is small. The DVC remote keeps its default: a folder beside the project."""
-    dest = tmp_path / "iris-mlops"
-    dest.mkdir()
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, dest / name)
-    shutil.copytree(ROOT / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local"))
-    shutil.copytree(ROOT / "training" / "src", dest / "training" / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    dest = copy_pipeline(ROOT, tmp_path / "iris-mlops")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["url"] = uci_server.url
     params["train"].update(hidden_layers=[2], epochs=[300, 600])
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     return dest
 
 
@@ -82,7 +80,9 @@ def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
 
         metrics = run([str(BIN / "dvc"), "metrics", "show", "--json"], project, env)
         assert metrics.returncode == 0, metrics.stderr
-        assert json.loads(metrics.stdout)[""]["data"]["metrics.json"]["data"]["test_accuracy"] == pytest.approx(accuracy, abs=1e-4)
+        assert json.loads(metrics.stdout)[""]["data"]["metrics.json"]["data"][
+            "test_accuracy"
+        ] == pytest.approx(accuracy, abs=1e-4)
 
         second = run([stack, "up"], project, env)
         assert second.returncode == 0, second.stderr
@@ -113,7 +113,11 @@ def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
 
 def test_up_retrains_when_the_registry_has_no_champion(project: Path, tmp_path: Path) -> None:
     """The pipeline is up to date, but the MLflow state is new: `up` trains again."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "IRIS_STATE_DIR": str(tmp_path / "a")}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "IRIS_STATE_DIR": str(tmp_path / "a"),
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     stack = str(BIN / "iris-stack")
     try:

@@ -12,17 +12,15 @@ from pathlib import Path
 import mlflow
 import mlflow.sklearn
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
-from sklearn.datasets import load_iris
-
 from iris_core import CLASS_NAMES
 from iris_stack.services import free_port
 from iris_training.params import TrainParams
 from iris_training.train import Outcome, load_dataset, search, select_best, train
+from mlflow.tracking import MlflowClient
+from sklearn.datasets import load_iris
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -42,10 +40,14 @@ def small_params(**overrides: object) -> TrainParams:
 
 
 @pytest.fixture(scope="module")
-def trained(data_dir: Path, mlflow_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainParams, Outcome, Path]:
+def trained(
+    data_dir: Path, mlflow_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[TrainParams, Outcome, Path]:
     out = tmp_path_factory.mktemp("train-out")
     p = small_params()
-    outcome = train(p, data_dir, out / "metrics.json", out / "plots" / "confusion.csv", mlflow_url, n_jobs=2)
+    outcome = train(
+        p, data_dir, out / "metrics.json", out / "plots" / "confusion.csv", mlflow_url, n_jobs=2
+    )
     mlflow.set_tracking_uri(mlflow_url)
     return p, outcome, out
 
@@ -61,7 +63,9 @@ def test_grid_search_is_seeded(data_dir: Path) -> None:
     first, second = (select_best(list(search(p, data, n_jobs=2))) for _ in range(2))
     assert first.point == second.point
     assert first.val_log_loss == second.val_log_loss
-    np.testing.assert_array_equal(first.model.predict_proba(data.x_test), second.model.predict_proba(data.x_test))
+    np.testing.assert_array_equal(
+        first.model.predict_proba(data.x_test), second.model.predict_proba(data.x_test)
+    )
 
 
 def test_round_trip_registers_both_models_with_tags_and_alias(
@@ -118,7 +122,9 @@ def test_champion_onnx_loads_in_onnxruntime_and_scores_above_90_percent(
     assert json.loads(meta["class_names"]) == list(CLASS_NAMES)
 
 
-def test_onnx_matches_scikit_learn_on_all_150_samples(trained: tuple[TrainParams, Outcome, Path]) -> None:
+def test_onnx_matches_scikit_learn_on_all_150_samples(
+    trained: tuple[TrainParams, Outcome, Path],
+) -> None:
     p, _, _ = trained
     sk_model = mlflow.sklearn.load_model(f"models:/{p.sklearn_model_name}@champion")
     session = onnx_session(f"models:/{p.onnx_model_name}@champion")
@@ -146,11 +152,29 @@ def _params_file(tmp_path: Path, p: TrainParams) -> Path:
     return path
 
 
-def _iris_train(tmp_path: Path, params: Path, data_dir: Path, tracking_uri: str) -> subprocess.CompletedProcess[str]:
+def _iris_train(
+    tmp_path: Path, params: Path, data_dir: Path, tracking_uri: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [BIN / "iris-train", "--params", params, "--data-dir", data_dir, "--metrics", tmp_path / "m.json",
-         "--plots", tmp_path / "c.csv", "--tracking-uri", tracking_uri, "--n-jobs", "1"],
-        capture_output=True, text=True, check=False, timeout=300,
+        [
+            BIN / "iris-train",
+            "--params",
+            params,
+            "--data-dir",
+            data_dir,
+            "--metrics",
+            tmp_path / "m.json",
+            "--plots",
+            tmp_path / "c.csv",
+            "--tracking-uri",
+            tracking_uri,
+            "--n-jobs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
 
 

@@ -80,8 +80,10 @@ def up() -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     try:
         typer.echo(
-            ensure_running(settings, mlflow_server(settings.state_dir / "mlflow",
-                                                   settings.mlflow_port, settings.host)),
+            ensure_running(
+                settings,
+                mlflow_server(settings.state_dir / "mlflow", settings.mlflow_port, settings.host),
+            ),
             err=True,
         )
     except ServiceError as e:
@@ -141,4 +143,3 @@ def status(
     if not quiet:
         typer.echo(f"mlflow  {settings.mlflow_url}  {'up' if ok else 'down'}")
     raise typer.Exit(0 if ok else 1)
-

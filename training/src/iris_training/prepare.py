@@ -15,10 +15,10 @@ from typing import Annotated
 
 import numpy as np
 import typer
+from iris_core import CLASS_NAMES, FEATURES
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import LabelEncoder
 
-from iris_core import CLASS_NAMES, FEATURES
 from iris_training.cli import exits_cleanly
 from iris_training.data import DataError, Row, parse_rows
 from iris_training.io import atomic_write_text
@@ -44,8 +44,9 @@ def repair(rows: list[Row], errata: list[Erratum], source: str) -> list[Row]:
         values = list(row.features)
         values[column] = e.value
         fixed[e.sample - 1] = replace(row, features=(values[0], values[1], values[2], values[3]))
-        log.info("repaired sample %d (line %d): %s %s -> %s", e.sample, row.line, e.feature, old,
-                 e.value)
+        log.info(
+            "repaired sample %d (line %d): %s %s -> %s", e.sample, row.line, e.feature, old, e.value
+        )
     return fixed
 
 
@@ -100,9 +101,9 @@ def prepare(
 @app.command()
 @exits_cleanly
 def main(
-    params: Annotated[Path, typer.Option(help="Parameters file (reads the `prepare` keys).")] = Path(
-        "params.yaml"
-    ),
+    params: Annotated[
+        Path, typer.Option(help="Parameters file (reads the `prepare` keys).")
+    ] = Path("params.yaml"),
     data: Annotated[Path, typer.Option(help="Input in the UCI format.")] = Path("data/data.csv"),
     out_dir: Annotated[Path, typer.Option(help="Folder for train/test/classes.")] = Path("data"),
 ) -> None:

@@ -22,12 +22,12 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
+from iris_core import FEATURES, N_FEATURES
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, confusion_matrix, log_loss
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 
-from iris_core import FEATURES, N_FEATURES
 from iris_training.cli import exits_cleanly
 from iris_training.data import DataError
 from iris_training.io import atomic_write_text
@@ -205,6 +205,113 @@ def _confusion_figure(cm: np.ndarray, classes: list[str]) -> Any:
     return display.figure_
 
 
+def _log_search(
+    client: Any, experiment_id: str, parent_id: str, p: TrainParams, data: Dataset, n_jobs: int
+) -> tuple[list[FitResult], dict[GridPoint, str]]:
+    """Run the grid; each point becomes a child run of `parent_id` as soon as it finishes."""
+    from mlflow.entities import Metric, Param  # noqa: PLC0415
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: PLC0415
+
+    results: list[FitResult] = []
+    run_ids: dict[GridPoint, str] = {}
+    for r in search(p, data, n_jobs):
+        child = client.create_run(
+            experiment_id,
+            run_name=f"layers={r.point.hidden_layers}-epochs={r.point.epochs}",
+            tags={MLFLOW_PARENT_RUN_ID: parent_id, **_data_tags(data)},
+        )
+        now = int(time.time() * 1000)
+        client.log_batch(
+            child.info.run_id,
+            params=[
+                Param("hidden_layers", str(r.point.hidden_layers)),
+                Param("neurons", str(p.neurons)),
+                Param("epochs", str(r.point.epochs)),
+                Param("seed", str(p.seed)),
+            ],
+            metrics=[
+                Metric("val_log_loss", r.val_log_loss, now, 0),
+                Metric("val_accuracy", r.val_accuracy, now, 0),
+                Metric("fit_time_s", r.fit_time_s, now, 0),
+                Metric("n_iter", float(r.model.n_iter_), now, 0),
+            ],
+        )
+        client.set_terminated(child.info.run_id)
+        results.append(r)
+        run_ids[r.point] = child.info.run_id
+    return results, run_ids
+
+
+def _data_tags(data: Dataset) -> dict[str, str]:
+    return {f"dvc.md5.{name}": md5 for name, md5 in data.md5.items()}
+
+
+def _log_best(best: FitResult, data: Dataset, predicted: np.ndarray) -> tuple[Any, Any]:
+    """In the active (best) run: test metrics, confusion matrix, both models. Returns the
+    scikit-learn and ONNX ModelInfo."""
+    import mlflow  # noqa: PLC0415
+    import mlflow.onnx  # noqa: PLC0415
+    import mlflow.sklearn  # noqa: PLC0415
+    import onnx  # noqa: PLC0415
+    import onnxruntime  # noqa: PLC0415
+    import sklearn  # noqa: PLC0415
+    import skops  # noqa: PLC0415
+    from mlflow.models import infer_signature  # noqa: PLC0415
+
+    cm = confusion_matrix(data.y_test, predicted, labels=np.arange(len(data.classes)))
+    mlflow.log_metric("test_accuracy", float(accuracy_score(data.y_test, predicted)))
+    mlflow.log_figure(_confusion_figure(cm, data.classes), "confusion_matrix.png")
+    mlflow.log_dict({"labels": data.classes, "matrix": cm.tolist()}, "confusion_matrix.json")
+    mlflow.set_tag("best", "true")
+
+    x32 = data.x_test.astype(np.float32)
+    onx = to_onnx(best.model, data.classes)
+    session = onnxruntime.InferenceSession(
+        onx.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    onnx_label, onnx_proba = session.run(None, {ONNX_INPUT: x32})
+    meta = {"class_names": data.classes, "features": list(FEATURES)}
+    sk_info = mlflow.sklearn.log_model(
+        best.model,
+        name="sklearn_model",
+        signature=infer_signature(data.x_test, predicted),
+        pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"],
+        skops_trusted_types=["sklearn.neural_network._stochastic_optimizers.AdamOptimizer"],
+        metadata=meta,
+    )
+    onnx_info = mlflow.onnx.log_model(
+        onx,
+        name="onnx_model",
+        signature=infer_signature(x32, {"label": onnx_label, "probabilities": onnx_proba}),
+        pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"],
+        save_as_external_data=False,
+        metadata=meta,
+    )
+    return sk_info, onnx_info
+
+
+def _register(
+    client: Any, p: TrainParams, model_uris: dict[str, str], best: FitResult, test_accuracy: float
+) -> tuple[dict[str, str], bool]:
+    """New versions of both registered models, tagged; the alias only above the threshold."""
+    import mlflow  # noqa: PLC0415
+
+    tags = {
+        "test_accuracy": f"{test_accuracy:.4f}",
+        "epochs": str(best.point.epochs),
+        "hidden_layers": str(best.point.hidden_layers),
+    }
+    versions = {
+        name: str(mlflow.register_model(uri, name, tags=tags).version)
+        for name, uri in model_uris.items()
+    }
+    champion = test_accuracy >= p.accuracy_threshold
+    if champion:
+        for name, version in versions.items():
+            client.set_registered_model_alias(name, p.alias, version)
+    return versions, champion
+
+
 def train(
     p: TrainParams,
     data_dir: Path,
@@ -213,26 +320,17 @@ def train(
     tracking_uri: str,
     n_jobs: int = -1,
 ) -> Outcome:
+    """Search, track, register; write the metrics and plots files for DVC."""
     import mlflow  # noqa: PLC0415
-    import mlflow.onnx  # noqa: PLC0415
-    import mlflow.sklearn  # noqa: PLC0415
-    import onnx  # noqa: PLC0415
-    import onnxruntime  # noqa: PLC0415
-    import sklearn  # noqa: PLC0415
-    import skops  # noqa: PLC0415
-    from mlflow.entities import Metric, Param  # noqa: PLC0415
-    from mlflow.models import infer_signature  # noqa: PLC0415
     from mlflow.tracking import MlflowClient  # noqa: PLC0415
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: PLC0415
 
     data = load_dataset(data_dir)
     check_tracking_server(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
     experiment = mlflow.set_experiment(p.experiment)
-    data_tags = {f"dvc.md5.{name}": md5 for name, md5 in data.md5.items()}
 
-    with mlflow.start_run(run_name="grid-search", tags=data_tags) as parent:
+    with mlflow.start_run(run_name="grid-search", tags=_data_tags(data)) as parent:
         mlflow.log_params(
             {
                 "hidden_layers_grid": p.hidden_layers,
@@ -244,78 +342,21 @@ def train(
                 "n_test": len(data.y_test),
             }
         )
-        results: list[FitResult] = []
-        run_ids: dict[GridPoint, str] = {}
-        for r in search(p, data, n_jobs):
-            child = client.create_run(
-                experiment.experiment_id,
-                run_name=f"layers={r.point.hidden_layers}-epochs={r.point.epochs}",
-                tags={MLFLOW_PARENT_RUN_ID: parent.info.run_id, **data_tags},
-            )
-            now = int(time.time() * 1000)
-            client.log_batch(
-                child.info.run_id,
-                params=[
-                    Param("hidden_layers", str(r.point.hidden_layers)),
-                    Param("neurons", str(p.neurons)),
-                    Param("epochs", str(r.point.epochs)),
-                    Param("seed", str(p.seed)),
-                ],
-                metrics=[
-                    Metric("val_log_loss", r.val_log_loss, now, 0),
-                    Metric("val_accuracy", r.val_accuracy, now, 0),
-                    Metric("fit_time_s", r.fit_time_s, now, 0),
-                    Metric("n_iter", float(r.model.n_iter_), now, 0),
-                ],
-            )
-            client.set_terminated(child.info.run_id)
-            results.append(r)
-            run_ids[r.point] = child.info.run_id
-
+        results, run_ids = _log_search(
+            client, experiment.experiment_id, parent.info.run_id, p, data, n_jobs
+        )
         best = select_best(results)
         predicted = best.model.predict(data.x_test)
         test_accuracy = float(accuracy_score(data.y_test, predicted))
-        labels = np.arange(len(data.classes))
-        cm = confusion_matrix(data.y_test, predicted, labels=labels)
         log.info(
             "best: %d hidden layers x %d epochs, val log loss %.4f, test accuracy %.4f",
-            best.point.hidden_layers, best.point.epochs, best.val_log_loss, test_accuracy,
+            best.point.hidden_layers,
+            best.point.epochs,
+            best.val_log_loss,
+            test_accuracy,
         )
-
-        x32 = data.x_test.astype(np.float32)
-        onx = to_onnx(best.model, data.classes)
-        session = onnxruntime.InferenceSession(
-            onx.SerializeToString(), providers=["CPUExecutionProvider"]
-        )
-        onnx_label, onnx_proba = session.run(None, {ONNX_INPUT: x32})
-        meta = {"class_names": data.classes, "features": list(FEATURES)}
-
         with mlflow.start_run(run_id=run_ids[best.point], nested=True):
-            mlflow.log_metric("test_accuracy", test_accuracy)
-            mlflow.log_figure(_confusion_figure(cm, data.classes), "confusion_matrix.png")
-            mlflow.log_dict({"labels": data.classes, "matrix": cm.tolist()}, "confusion_matrix.json")
-            mlflow.set_tag("best", "true")
-            sk_info = mlflow.sklearn.log_model(
-                best.model,
-                name="sklearn_model",
-                signature=infer_signature(data.x_test, predicted),
-                pip_requirements=[f"scikit-learn=={sklearn.__version__}",
-                                  f"skops=={skops.__version__}"],
-                skops_trusted_types=[
-                    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer"
-                ],
-                metadata=meta,
-            )
-            onnx_info = mlflow.onnx.log_model(
-                onx,
-                name="onnx_model",
-                signature=infer_signature(x32, {"label": onnx_label, "probabilities": onnx_proba}),
-                pip_requirements=[f"onnx=={onnx.__version__}",
-                                  f"onnxruntime=={onnxruntime.__version__}"],
-                save_as_external_data=False,
-                metadata=meta,
-            )
-
+            sk_info, onnx_info = _log_best(best, data, predicted)
         mlflow.log_metrics(
             {
                 "best_val_log_loss": best.val_log_loss,
@@ -326,23 +367,13 @@ def train(
         mlflow.set_tag("best_run_id", run_ids[best.point])
         log.info(
             "grid search run: %s/#/experiments/%s/runs/%s",
-            tracking_uri.rstrip("/"), experiment.experiment_id, parent.info.run_id,
+            tracking_uri.rstrip("/"),
+            experiment.experiment_id,
+            parent.info.run_id,
         )
 
-    version_tags = {
-        "test_accuracy": f"{test_accuracy:.4f}",
-        "epochs": str(best.point.epochs),
-        "hidden_layers": str(best.point.hidden_layers),
-    }
-    versions: dict[str, str] = {}
-    for name, info in ((p.onnx_model_name, onnx_info), (p.sklearn_model_name, sk_info)):
-        mv = mlflow.register_model(info.model_uri, name, tags=version_tags)
-        versions[name] = str(mv.version)
-    champion = test_accuracy >= p.accuracy_threshold
-    if champion:
-        for name, version in versions.items():
-            client.set_registered_model_alias(name, p.alias, version)
-
+    uris = {p.onnx_model_name: onnx_info.model_uri, p.sklearn_model_name: sk_info.model_uri}
+    versions, champion = _register(client, p, uris, best, test_accuracy)
     _write_outputs(metrics_path, plots_path, best, test_accuracy, data, predicted)
     return Outcome(best, test_accuracy, versions, champion)
 
@@ -404,7 +435,10 @@ def main(
         log.error(
             "test accuracy %.4f is below the threshold %.2f (params.yaml train.accuracy_threshold):"
             " registered %s without the alias '%s'",
-            outcome.test_accuracy, p.accuracy_threshold, registered, p.alias,
+            outcome.test_accuracy,
+            p.accuracy_threshold,
+            registered,
+            p.alias,
         )
         raise SystemExit(1)
     typer.echo(
