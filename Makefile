@@ -9,6 +9,9 @@ export UV_COMPILE_BYTECODE := 1
 export UV_PYTHON_DOWNLOADS := never
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+# no usage reports from MLflow (and no outbound attempts on machines without internet)
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
 RUN := $(UV) run --frozen
 
 .PHONY: help sync up down status test lint bench

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -200,3 +202,51 @@ def test_unreachable_mlflow_fails_fast_with_a_way_out(tmp_path: Path, data_dir: 
     assert f"MLflow at {url} does not answer" in result.stderr
     assert "MLFLOW_TRACKING_URI" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_training_member_runs_with_its_own_dependencies_only(
+    tmp_path: Path, data_dir: Path, mlflow_url: str
+) -> None:
+    """What the training image installs (`--package iris-training`, no dev group, so
+    mlflow-skinny and no MLflow server) is enough to train, log and register."""
+    uv = os.environ.get("UV") or shutil.which("uv") or str(ROOT / "scripts" / "uv.sh")
+    venv = tmp_path / "venv"
+    sync = subprocess.run(
+        [uv, "sync", "--frozen", "--no-dev", "--package", "iris-training"],
+        cwd=ROOT,
+        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert sync.returncode == 0, sync.stderr
+    has_server = subprocess.run(
+        [venv / "bin" / "python", "-c", "import flask"], capture_output=True, check=False
+    )
+    assert has_server.returncode != 0  # the server's dependencies are not there
+    p = small_params(hidden_layers=[2], epochs=[300])
+    result = subprocess.run(
+        [
+            venv / "bin" / "iris-train",
+            "--params",
+            _params_file(tmp_path, p),
+            "--data-dir",
+            data_dir,
+            "--metrics",
+            tmp_path / "m.json",
+            "--plots",
+            tmp_path / "c.csv",
+            "--tracking-uri",
+            mlflow_url,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        MlflowClient(mlflow_url).get_model_version_by_alias(p.onnx_model_name, "champion").version
+        == "1"
+    )

@@ -155,7 +155,7 @@ def mlflow_server(state_dir: Path, port: int, host: str = LOOPBACK) -> Service:
         ],
         health_url=f"http://{host}:{port}/health",
         log_path=state_dir / "mlflow.log",
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"},
     )
 
 
