@@ -34,11 +34,11 @@ def main() -> None:
     args = parser.parse_args()
 
     import mlflow  # noqa: PLC0415
+    from mlflow.entities import Metric, Param  # noqa: PLC0415
+
     from iris_stack.services import free_port, mlflow_server, running  # noqa: PLC0415
     from iris_training.params import load_params  # noqa: PLC0415
     from iris_training.train import _log_best, load_dataset, search, select_best  # noqa: PLC0415
-    from mlflow.entities import Metric, Param  # noqa: PLC0415
-
     from tests.support import copy_pipeline  # noqa: PLC0415
 
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from iris_stack.services import free_port, mlflow_server, running
 from iris_training.params import Erratum, load_params
 from iris_training.prepare import prepare
-
 from tests.support import Archive, ArchiveHandler, make_zip, uci_lines
 
 ROOT = Path(__file__).resolve().parents[1]

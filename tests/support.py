@@ -9,8 +9,9 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from iris_core import CLASS_NAMES
 from sklearn.datasets import load_iris
+
+from iris_core import CLASS_NAMES
 
 # UCI's iris.data differs from Fisher's values (scikit-learn's copy) in samples 35 and 38.
 UCI_ERRORS: dict[int, tuple[float, ...]] = {35: (4.9, 3.1, 1.5, 0.1), 38: (4.9, 3.1, 1.5, 0.1)}

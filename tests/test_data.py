@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.datasets import load_iris
+
 from iris_core import CLASS_NAMES, FEATURES
 from iris_stack.services import free_port
 from iris_training.data import DataError
 from iris_training.fetch import fetch
 from iris_training.params import Erratum, Feature
 from iris_training.prepare import prepare
-from sklearn.datasets import load_iris
-
 from tests.support import Archive, make_zip, uci_lines
 
 BIN = Path(sys.executable).parent

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from iris_stack.registry import version_by_alias
 from iris_stack.services import answers, free_port
-
 from tests.support import Archive, copy_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,12 +17,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
+from sklearn.datasets import load_iris
+
 from iris_core import CLASS_NAMES
 from iris_stack.services import free_port
 from iris_training.params import TrainParams
 from iris_training.train import Outcome, load_dataset, search, select_best, train
-from mlflow.tracking import MlflowClient
-from sklearn.datasets import load_iris
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -155,11 +156,11 @@ def _params_file(tmp_path: Path, p: TrainParams) -> Path:
 
 
 def _iris_train(
-    tmp_path: Path, params: Path, data_dir: Path, tracking_uri: str
+    tmp_path: Path, params: Path, data_dir: Path, tracking_uri: str, bin_dir: Path = BIN
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
-            BIN / "iris-train",
+            bin_dir / "iris-train",
             "--params",
             params,
             "--data-dir",
@@ -226,25 +227,7 @@ def test_training_member_runs_with_its_own_dependencies_only(
     )
     assert has_server.returncode != 0  # the server's dependencies are not there
     p = small_params(hidden_layers=[2], epochs=[300])
-    result = subprocess.run(
-        [
-            venv / "bin" / "iris-train",
-            "--params",
-            _params_file(tmp_path, p),
-            "--data-dir",
-            data_dir,
-            "--metrics",
-            tmp_path / "m.json",
-            "--plots",
-            tmp_path / "c.csv",
-            "--tracking-uri",
-            mlflow_url,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    result = _iris_train(tmp_path, _params_file(tmp_path, p), data_dir, mlflow_url, venv / "bin")
     assert result.returncode == 0, result.stderr
     assert (
         MlflowClient(mlflow_url).get_model_version_by_alias(p.onnx_model_name, "champion").version

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 import yaml
+from pydantic import ValidationError
 
 from iris_stack.registry import AliasedVersion, version_by_alias
 from iris_stack.services import (
@@ -29,6 +30,17 @@ from iris_stack.services import (
 from iris_stack.settings import StackSettings
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
+
+
+def load_settings() -> StackSettings:
+    """The settings from the environment; a bad value ends the command naming its variable."""
+    try:
+        return StackSettings()
+    except ValidationError as e:
+        for err in e.errors():
+            name = "IRIS_" + str(err["loc"][0]).upper()
+            typer.echo(f"{name}={err.get('input')!r}: {err['msg']}", err=True)
+        raise typer.Exit(2) from e
 
 
 def _pidfile(settings: StackSettings, name: str) -> Path:
@@ -76,7 +88,7 @@ def _dvc(*args: str, env: dict[str, str]) -> None:
 @app.command()
 def up() -> None:
     """Start MLflow (unless it answers), run `dvc repro`, print addresses and versions."""
-    settings = StackSettings()
+    settings = load_settings()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     try:
         typer.echo(
@@ -117,7 +129,7 @@ def _print_summary(settings: StackSettings) -> None:
 @app.command()
 def down() -> None:
     """Stop the services `up` started (not those it found running)."""
-    settings = StackSettings()
+    settings = load_settings()
     stopped = 0
     for pidfile in sorted(settings.state_dir.glob("*.pid")):
         name = pidfile.stem
@@ -138,7 +150,7 @@ def status(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the exit code.")] = False,
 ) -> None:
     """Say which services answer; exit 1 if one does not."""
-    settings = StackSettings()
+    settings = load_settings()
     ok = answers(f"{settings.mlflow_url}/health")
     if not quiet:
         typer.echo(f"mlflow  {settings.mlflow_url}  {'up' if ok else 'down'}")

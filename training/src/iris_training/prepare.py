@@ -15,10 +15,10 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from iris_core import CLASS_NAMES, FEATURES
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import LabelEncoder
 
+from iris_core import CLASS_NAMES, FEATURES
 from iris_training.cli import exits_cleanly
 from iris_training.data import DataError, Row, parse_rows
 from iris_training.io import atomic_write_text

@@ -22,12 +22,12 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from iris_core import FEATURES, N_FEATURES
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, confusion_matrix, log_loss
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 
+from iris_core import FEATURES, N_FEATURES
 from iris_training.cli import exits_cleanly
 from iris_training.data import DataError
 from iris_training.io import atomic_write_text
