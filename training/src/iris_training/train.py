@@ -14,18 +14,37 @@ import json
 import logging
 import os
 import time
+import urllib.error
+import urllib.request
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
+import mlflow
+import mlflow.onnx
+import mlflow.sklearn
 import numpy as np
+import onnx
+import onnxruntime
+import sklearn
+import skops
 import typer
+from joblib import Parallel, delayed
+from matplotlib.figure import Figure
+from mlflow.entities import Metric, Param
+from mlflow.models import infer_signature
+from mlflow.models.model import ModelInfo
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from skl2onnx import to_onnx as skl_to_onnx
+from skl2onnx.common.data_types import FloatTensorType
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, confusion_matrix, log_loss
+from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, confusion_matrix, log_loss
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
+from tqdm import tqdm
 
 from iris_core import FEATURES, N_FEATURES
 from iris_training.cli import exits_cleanly
@@ -134,9 +153,6 @@ def grid(p: TrainParams) -> list[GridPoint]:
 
 def search(p: TrainParams, data: Dataset, n_jobs: int) -> Iterator[FitResult]:
     """Fit every grid point in parallel, yielding results as they finish (order varies)."""
-    from joblib import Parallel, delayed  # noqa: PLC0415
-    from tqdm import tqdm  # noqa: PLC0415
-
     x_fit, x_val, y_fit, y_val = train_test_split(
         data.x_train,
         data.y_train,
@@ -157,14 +173,10 @@ def select_best(results: list[FitResult]) -> FitResult:
     return min(results, key=lambda r: (r.val_log_loss, r.point.hidden_layers, r.point.epochs))
 
 
-def to_onnx(model: MLPClassifier, classes: list[str]) -> Any:
+def to_onnx(model: MLPClassifier, classes: list[str]) -> onnx.ModelProto:
     """ONNX graph with plain outputs (`label` int64 [N], `probabilities` float32 [N, C]) and the
     class names and feature names in its metadata, so a server needs nothing else."""
-    import onnx  # noqa: PLC0415
-    from skl2onnx import to_onnx as skl_to_onnx  # noqa: PLC0415
-    from skl2onnx.common.data_types import FloatTensorType  # noqa: PLC0415
-
-    onx = skl_to_onnx(
+    onx: onnx.ModelProto = skl_to_onnx(
         model,
         initial_types=[(ONNX_INPUT, FloatTensorType([None, N_FEATURES]))],
         options={id(model): {"zipmap": False}},
@@ -179,8 +191,6 @@ def check_tracking_server(uri: str) -> None:
     """Fail fast, with the way out, when the tracking server does not answer."""
     if not uri.startswith(("http://", "https://")):
         return
-    import urllib.error  # noqa: PLC0415
-    import urllib.request  # noqa: PLC0415
 
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):  # noqa: S310
@@ -192,26 +202,26 @@ def check_tracking_server(uri: str) -> None:
         ) from e
 
 
-def _confusion_figure(cm: np.ndarray, classes: list[str]) -> Any:
-    import matplotlib as mpl  # noqa: PLC0415
-
-    mpl.use("Agg")
-    from sklearn.metrics import ConfusionMatrixDisplay  # noqa: PLC0415
-
+def _confusion_figure(cm: np.ndarray, classes: list[str]) -> Figure:
+    """A figure of its own (no pyplot state, no GUI backend): fine on a headless machine."""
+    figure = Figure(figsize=(5, 4.5))
+    ax = figure.subplots()
     display = ConfusionMatrixDisplay(cm, display_labels=[c.removeprefix("Iris-") for c in classes])
-    display.plot(cmap="Blues", colorbar=False)
-    display.ax_.set_title("Confusion matrix (test set)")
-    display.figure_.tight_layout()
-    return display.figure_
+    display.plot(ax=ax, cmap="Blues", colorbar=False)
+    ax.set_title("Confusion matrix (test set)")
+    figure.tight_layout()
+    return figure
 
 
 def _log_search(
-    client: Any, experiment_id: str, parent_id: str, p: TrainParams, data: Dataset, n_jobs: int
+    client: MlflowClient,
+    experiment_id: str,
+    parent_id: str,
+    p: TrainParams,
+    data: Dataset,
+    n_jobs: int,
 ) -> tuple[list[FitResult], dict[GridPoint, str]]:
     """Run the grid; each point becomes a child run of `parent_id` as soon as it finishes."""
-    from mlflow.entities import Metric, Param  # noqa: PLC0415
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: PLC0415
-
     results: list[FitResult] = []
     run_ids: dict[GridPoint, str] = {}
     for r in search(p, data, n_jobs):
@@ -246,18 +256,9 @@ def _data_tags(data: Dataset) -> dict[str, str]:
     return {f"dvc.md5.{name}": md5 for name, md5 in data.md5.items()}
 
 
-def _log_best(best: FitResult, data: Dataset, predicted: np.ndarray) -> tuple[Any, Any]:
+def _log_best(best: FitResult, data: Dataset, predicted: np.ndarray) -> tuple[ModelInfo, ModelInfo]:
     """In the active (best) run: test metrics, confusion matrix, both models. Returns the
     scikit-learn and ONNX ModelInfo."""
-    import mlflow  # noqa: PLC0415
-    import mlflow.onnx  # noqa: PLC0415
-    import mlflow.sklearn  # noqa: PLC0415
-    import onnx  # noqa: PLC0415
-    import onnxruntime  # noqa: PLC0415
-    import sklearn  # noqa: PLC0415
-    import skops  # noqa: PLC0415
-    from mlflow.models import infer_signature  # noqa: PLC0415
-
     cm = confusion_matrix(data.y_test, predicted, labels=np.arange(len(data.classes)))
     mlflow.log_metric("test_accuracy", float(accuracy_score(data.y_test, predicted)))
     mlflow.log_figure(_confusion_figure(cm, data.classes), "confusion_matrix.png")
@@ -291,11 +292,13 @@ def _log_best(best: FitResult, data: Dataset, predicted: np.ndarray) -> tuple[An
 
 
 def _register(
-    client: Any, p: TrainParams, model_uris: dict[str, str], best: FitResult, test_accuracy: float
+    client: MlflowClient,
+    p: TrainParams,
+    model_uris: dict[str, str],
+    best: FitResult,
+    test_accuracy: float,
 ) -> tuple[dict[str, str], bool]:
     """New versions of both registered models, tagged; the alias only above the threshold."""
-    import mlflow  # noqa: PLC0415
-
     tags = {
         "test_accuracy": f"{test_accuracy:.4f}",
         "epochs": str(best.point.epochs),
@@ -321,9 +324,6 @@ def train(
     n_jobs: int = -1,
 ) -> Outcome:
     """Search, track, register; write the metrics and plots files for DVC."""
-    import mlflow  # noqa: PLC0415
-    from mlflow.tracking import MlflowClient  # noqa: PLC0415
-
     data = load_dataset(data_dir)
     check_tracking_server(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
