@@ -29,7 +29,9 @@ from iris_stack.services import (
 )
 from iris_stack.settings import StackSettings
 
-app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
+app = typer.Typer(
+    add_completion=False, pretty_exceptions_show_locals=False, help=__doc__, no_args_is_help=True
+)
 
 
 def load_settings() -> StackSettings:

@@ -26,7 +26,7 @@ from iris_training.params import Erratum, load_params
 
 log = logging.getLogger(__name__)
 
-app = typer.Typer(add_completion=False, help=__doc__)
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False, help=__doc__)
 
 
 def repair(rows: list[Row], errata: list[Erratum], source: str) -> list[Row]:

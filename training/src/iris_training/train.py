@@ -54,7 +54,7 @@ from iris_training.params import TrainParams, load_params
 
 log = logging.getLogger(__name__)
 
-app = typer.Typer(add_completion=False, help=__doc__)
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False, help=__doc__)
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
 ONNX_INPUT = "input"
