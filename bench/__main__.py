@@ -92,7 +92,8 @@ def main() -> None:
         best = select_best(results)
         with mlflow.start_run(experiment_id=experiment_id, run_name="best"):
             start = time.perf_counter()
-            _log_best(best, data, best.model.predict(data.x_test))
+            predicted = best.model.predict(data.x_test)
+            _log_best(best, data, predicted, float((predicted == data.y_test).mean()))
             took = time.perf_counter() - start
         print(f"MLflow best run (figure + sklearn + ONNX models): {took:6.2f} s")
 

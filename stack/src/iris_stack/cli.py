@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 from pydantic import ValidationError
 
 from iris_stack.registry import AliasedVersion, version_by_alias
@@ -28,6 +27,7 @@ from iris_stack.services import (
     stop_group,
 )
 from iris_stack.settings import StackSettings
+from iris_training.params import ParamsError, load_params
 
 app = typer.Typer(
     add_completion=False, pretty_exceptions_show_locals=False, help=__doc__, no_args_is_help=True
@@ -64,15 +64,15 @@ def ensure_running(settings: StackSettings, service: Service) -> str:
     return f"{service.name}: started (pid {pid}, log {service.log_path})"
 
 
-def _registry_names(params: Path) -> tuple[list[str], str]:
-    train = (yaml.safe_load(params.read_text(encoding="utf-8")) or {}).get("train", {})
-    names = [train.get("onnx_model_name", "IrisModel"), train.get("sklearn_model_name", "IrisDev")]
-    return names, str(train.get("alias", "champion"))
-
-
 def champions(settings: StackSettings) -> list[AliasedVersion | None]:
-    names, alias = _registry_names(settings.params)
-    return [version_by_alias(settings.mlflow_url, n, alias) for n in names]
+    """The versions of both registered models (names from params.yaml) that carry the alias."""
+    try:
+        train = load_params(settings.params).train
+    except ParamsError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from e
+    names = (train.onnx_model_name, train.sklearn_model_name)
+    return [version_by_alias(settings.mlflow_url, name, train.alias) for name in names]
 
 
 def _dvc(*args: str, env: dict[str, str]) -> None:

@@ -110,7 +110,10 @@ def _read_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def load_dataset(data_dir: Path) -> Dataset:
     x_train, y_train = _read_split(data_dir / "train.csv")
     x_test, y_test = _read_split(data_dir / "test.csv")
-    classes = json.loads((data_dir / "classes.json").read_text(encoding="utf-8"))
+    try:
+        classes = json.loads((data_dir / "classes.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{data_dir / 'classes.json'}: cannot read: {e}") from e
     md5 = {
         name: hashlib.md5((data_dir / name).read_bytes(), usedforsecurity=False).hexdigest()
         for name in ("train.csv", "test.csv", "classes.json")
@@ -191,7 +194,6 @@ def check_tracking_server(uri: str) -> None:
     """Fail fast, with the way out, when the tracking server does not answer."""
     if not uri.startswith(("http://", "https://")):
         return
-
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):  # noqa: S310
             return
@@ -256,11 +258,13 @@ def _data_tags(data: Dataset) -> dict[str, str]:
     return {f"dvc.md5.{name}": md5 for name, md5 in data.md5.items()}
 
 
-def _log_best(best: FitResult, data: Dataset, predicted: np.ndarray) -> tuple[ModelInfo, ModelInfo]:
+def _log_best(
+    best: FitResult, data: Dataset, predicted: np.ndarray, test_accuracy: float
+) -> tuple[ModelInfo, ModelInfo]:
     """In the active (best) run: test metrics, confusion matrix, both models. Returns the
-    scikit-learn and ONNX ModelInfo."""
+    scikit-learn and ONNX ModelInfo. Refuses an ONNX export that disagrees with scikit-learn."""
     cm = confusion_matrix(data.y_test, predicted, labels=np.arange(len(data.classes)))
-    mlflow.log_metric("test_accuracy", float(accuracy_score(data.y_test, predicted)))
+    mlflow.log_metric("test_accuracy", test_accuracy)
     mlflow.log_figure(_confusion_figure(cm, data.classes), "confusion_matrix.png")
     mlflow.log_dict({"labels": data.classes, "matrix": cm.tolist()}, "confusion_matrix.json")
     mlflow.set_tag("best", "true")
@@ -271,6 +275,10 @@ def _log_best(best: FitResult, data: Dataset, predicted: np.ndarray) -> tuple[Mo
         onx.SerializeToString(), providers=["CPUExecutionProvider"]
     )
     onnx_label, onnx_proba = session.run(None, {ONNX_INPUT: x32})
+    if not np.array_equal(onnx_label, predicted):
+        raise TrainingError(
+            "the ONNX export predicts other labels than scikit-learn on the test set"
+        )
     meta = {"class_names": data.classes, "features": list(FEATURES)}
     sk_info = mlflow.sklearn.log_model(
         best.model,
@@ -356,7 +364,7 @@ def train(
             test_accuracy,
         )
         with mlflow.start_run(run_id=run_ids[best.point], nested=True):
-            sk_info, onnx_info = _log_best(best, data, predicted)
+            sk_info, onnx_info = _log_best(best, data, predicted, test_accuracy)
         mlflow.log_metrics(
             {
                 "best_val_log_loss": best.val_log_loss,
