@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_iris
 
 from iris_core import CLASS_NAMES
+from iris_stack.registry import version_by_alias
 from iris_stack.services import free_port
 from iris_training.params import TrainParams
 from iris_training.train import Outcome, load_dataset, search, select_best, train
@@ -194,6 +195,9 @@ def test_below_threshold_registers_without_alias_and_exits_1(
     for name in (p.onnx_model_name, p.sklearn_model_name):
         (version,) = client.search_model_versions(f"name='{name}'")
         assert version.aliases == []
+        # What `iris-stack up` asks: a known model without the alias is "no champion".
+        assert version_by_alias(mlflow_url, name, "champion") is None
+    assert version_by_alias(mlflow_url, f"{p.onnx_model_name}-unknown", "champion") is None
 
 
 def test_unreachable_mlflow_fails_fast_with_a_way_out(tmp_path: Path, data_dir: Path) -> None:

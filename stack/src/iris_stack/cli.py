@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 from pydantic import ValidationError
 
@@ -72,7 +73,11 @@ def champions(settings: StackSettings) -> list[AliasedVersion | None]:
         typer.echo(str(e), err=True)
         raise typer.Exit(1) from e
     names = (train.onnx_model_name, train.sklearn_model_name)
-    return [version_by_alias(settings.mlflow_url, name, train.alias) for name in names]
+    try:
+        return [version_by_alias(settings.mlflow_url, name, train.alias) for name in names]
+    except httpx.HTTPError as e:
+        typer.echo(f"cannot read the model registry at {settings.mlflow_url}: {e}", err=True)
+        raise typer.Exit(1) from e
 
 
 def _dvc(*args: str, env: dict[str, str]) -> None:

@@ -19,13 +19,17 @@ class AliasedVersion:
 def version_by_alias(
     tracking_url: str, name: str, alias: str, timeout_s: float = 10.0
 ) -> AliasedVersion | None:
-    """The version of `name` that carries `alias`, or None when there is none."""
+    """The version of `name` that carries `alias`, or None when there is none.
+
+    MLflow answers 404 RESOURCE_DOES_NOT_EXIST for an unknown model, but 400
+    INVALID_PARAMETER_VALUE ("alias ... not found") for a known model without that alias.
+    """
     response = httpx.get(
         f"{tracking_url.rstrip('/')}/api/2.0/mlflow/registered-models/alias",
         params={"name": name, "alias": alias},
         timeout=timeout_s,
     )
-    if response.status_code == httpx.codes.NOT_FOUND:
+    if response.status_code == httpx.codes.NOT_FOUND or _alias_not_found(response):
         return None
     response.raise_for_status()
     mv = response.json()["model_version"]
@@ -35,4 +39,17 @@ def version_by_alias(
         alias=alias,
         run_id=mv.get("run_id", ""),
         tags={t["key"]: t["value"] for t in mv.get("tags", [])},
+    )
+
+
+def _alias_not_found(response: httpx.Response) -> bool:
+    if response.status_code != httpx.codes.BAD_REQUEST:
+        return False
+    try:
+        error = response.json()
+    except ValueError:
+        return False
+    return bool(
+        error.get("error_code") == "INVALID_PARAMETER_VALUE"
+        and "not found" in str(error.get("message", ""))
     )
