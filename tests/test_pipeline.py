@@ -31,6 +31,18 @@ def run(
     )
 
 
+def stack_env(state_dir: Path, port: int) -> dict[str, str]:
+    """The environment `make up` gives iris-stack, with its own state folder and MLflow port."""
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "IRIS_MLFLOW_PORT": str(port),
+        "IRIS_STATE_DIR": str(state_dir),
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
 
@@ -49,13 +61,7 @@ def project(tmp_path: Path, uci_server: Archive) -> Path:
 
 def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "IRIS_MLFLOW_PORT": str(port),
-        "IRIS_STATE_DIR": str(tmp_path / "state"),
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = stack_env(tmp_path / "state", port)
     stack = str(BIN / "iris-stack")
     url = f"http://127.0.0.1:{port}"
     try:
@@ -113,18 +119,12 @@ def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
 
 def test_up_retrains_when_the_registry_has_no_champion(project: Path, tmp_path: Path) -> None:
     """The pipeline is up to date, but the MLflow state is new: `up` trains again."""
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "IRIS_STATE_DIR": str(tmp_path / "a"),
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = stack_env(tmp_path / "a", free_port())
     stack = str(BIN / "iris-stack")
     try:
-        env["IRIS_MLFLOW_PORT"] = str(free_port())
         assert run([stack, "up"], project, env).returncode == 0
         assert run([stack, "down"], project, env).returncode == 0
-        env |= {"IRIS_STATE_DIR": str(tmp_path / "b"), "IRIS_MLFLOW_PORT": str(free_port())}
+        env = stack_env(tmp_path / "b", free_port())
         again = run([stack, "up"], project, env)
         assert again.returncode == 0, again.stderr
         assert "the registry has no champion yet: retraining" in again.stderr

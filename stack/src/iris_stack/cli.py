@@ -21,7 +21,6 @@ from iris_stack.registry import AliasedVersion, version_by_alias
 from iris_stack.services import (
     Service,
     ServiceError,
-    alive,
     answers,
     bin_path,
     mlflow_server,
@@ -111,18 +110,20 @@ def up() -> None:
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": settings.mlflow_url, "DVC_NO_ANALYTICS": "1"}
     _dvc("repro", env=env)
-    if not all(champions(settings)):
+    versions = champions(settings)
+    if not all(versions):
         # The pipeline is up to date but this registry has no champion (a new MLflow state
         # folder, say): train again so the registry and the pipeline agree.
         typer.echo("the registry has no champion yet: retraining", err=True)
         _dvc("repro", "--force", "--single-item", "train", env=env)
-    _print_summary(settings)
+        versions = champions(settings)
+    _print_summary(settings, versions)
 
 
-def _print_summary(settings: StackSettings) -> None:
+def _print_summary(settings: StackSettings, versions: list[AliasedVersion | None]) -> None:
     rows = [("MLflow UI", settings.mlflow_url)]
     accuracy = ""
-    for v in champions(settings):
+    for v in versions:
         if v is None:
             continue
         accuracy = v.tags.get("test_accuracy", "?")
@@ -144,7 +145,7 @@ def down() -> None:
             pid = int(pidfile.read_text().strip())
         except (OSError, ValueError):
             pid = 0
-        if pid and alive(pid) and stop_group(pid):
+        if pid and stop_group(pid):  # False when nothing runs under that pid
             typer.echo(f"{name}: stopped (pid {pid})")
             stopped += 1
         pidfile.unlink(missing_ok=True)
