@@ -1,4 +1,5 @@
-"""Real parts for the tests: an MLflow server, a UCI-like HTTP server, prepared data."""
+"""Real parts for the tests: an MLflow server, a UCI-like HTTP server, prepared data, a
+registered model."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ import pytest
 from iris_stack.services import free_port, mlflow_server, running
 from iris_training.params import Erratum, load_params
 from iris_training.prepare import prepare
-from tests.support import Archive, ArchiveHandler, make_zip, uci_lines
+from iris_training.train import train
+from tests.support import (
+    Archive,
+    ArchiveHandler,
+    Registered,
+    make_zip,
+    small_params,
+    uci_lines,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,3 +63,21 @@ def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     state = tmp_path_factory.mktemp("mlflow")
     with running(mlflow_server(state, free_port())) as server:
         yield server.health_url.removesuffix("/health")
+
+
+@pytest.fixture(scope="session")
+def registered(
+    data_dir: Path, mlflow_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Registered:
+    """A small grid trained by the training code and registered under names of its own."""
+    out = tmp_path_factory.mktemp("registered")
+    params = small_params()
+    outcome = train(
+        params,
+        data_dir,
+        out / "metrics.json",
+        out / "plots" / "confusion.csv",
+        mlflow_url,
+        n_jobs=2,
+    )
+    return Registered(params, outcome, mlflow_url)

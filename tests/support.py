@@ -1,17 +1,24 @@
-"""Helpers the tests share: UCI-like data and a local server for its archive."""
+"""Helpers the tests share: UCI-like data, a local server for its archive, a real API process."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
 import subprocess
+import uuid
 import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from sklearn.datasets import load_iris
 
 from iris_core import CLASS_NAMES
+from iris_stack.services import api_server, free_port, running
+from iris_training.params import TrainParams
+from iris_training.train import Outcome
 
 # UCI's iris.data differs from Fisher's values (scikit-learn's copy) in samples 35 and 38.
 UCI_ERRORS: dict[int, tuple[float, ...]] = {35: (4.9, 3.1, 1.5, 0.1), 38: (4.9, 3.1, 1.5, 0.1)}
@@ -80,3 +87,50 @@ def copy_pipeline(root: Path, dest: Path) -> Path:
     )
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     return dest
+
+
+def small_params(**overrides: object) -> TrainParams:
+    """A small grid, with experiment and registry names of its own so tests never collide."""
+    tag = uuid.uuid4().hex[:8]
+    values: dict[str, object] = {
+        "hidden_layers": [2, 3],
+        "epochs": [300, 600],
+        "experiment": f"test-{tag}",
+        "onnx_model_name": f"IrisModel-{tag}",
+        "sklearn_model_name": f"IrisDev-{tag}",
+    }
+    return TrainParams.model_validate(values | overrides)
+
+
+@dataclass(frozen=True)
+class Registered:
+    params: TrainParams
+    outcome: Outcome
+    tracking_uri: str
+
+    @property
+    def model_name(self) -> str:
+        return self.params.onnx_model_name
+
+
+@contextlib.contextmanager
+def api_process(folder: Path, tracking_uri: str, model_name: str, **env: str) -> Iterator[str]:
+    """A real `iris-api` (uvicorn) on a free port; yields its base URL. HOME, the working
+    directory and TMPDIR are empty folders under `folder`, so a test can see what it wrote."""
+    for name in ("home", "cwd", "tmp"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    service = api_server(
+        port,
+        tracking_uri,
+        folder / "api.log",
+        env={
+            "IRIS_API_MODEL_NAME": model_name,
+            "HOME": str(folder / "home"),
+            "TMPDIR": str(folder / "tmp"),
+            **env,
+        },
+    )
+    service.cwd = folder / "cwd"
+    with running(service, timeout_s=60):
+        yield f"http://127.0.0.1:{port}"

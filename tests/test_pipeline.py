@@ -11,10 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
-from iris_stack.registry import version_by_alias
+from iris_core.registry import version_by_alias
 from iris_stack.services import answers, free_port
 from tests.support import Archive, copy_pipeline
 
@@ -31,12 +32,13 @@ def run(
     )
 
 
-def stack_env(state_dir: Path, port: int) -> dict[str, str]:
-    """The environment `make up` gives iris-stack, with its own state folder and MLflow port."""
+def stack_env(state_dir: Path, port: int, api_port: int | None = None) -> dict[str, str]:
+    """The environment `make up` gives iris-stack, with its own state folder and ports."""
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "IRIS_MLFLOW_PORT": str(port),
+        "IRIS_API_PORT": str(api_port or free_port()),
         "IRIS_STATE_DIR": str(state_dir),
     }
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -60,14 +62,24 @@ def project(tmp_path: Path, uci_server: Archive) -> Path:
 
 
 def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
-    port = free_port()
-    env = stack_env(tmp_path / "state", port)
+    port, api_port = free_port(), free_port()
+    env = stack_env(tmp_path / "state", port, api_port)
     stack = str(BIN / "iris-stack")
     url = f"http://127.0.0.1:{port}"
+    api = f"http://127.0.0.1:{api_port}"
     try:
         first = run([stack, "up"], project, env)
         assert first.returncode == 0, first.stderr
         assert f"MLflow UI      {url}" in first.stdout
+        assert f"API (Swagger)  {api}/docs" in first.stdout
+        assert "api: started" in first.stderr
+        answer = httpx.post(
+            f"{api}/predict",
+            json={"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model_version"] == "1"
+        assert run([stack, "status"], project, env).returncode == 0
         assert "IrisModel      version 1 @champion (test accuracy" in first.stdout
         assert "IrisDev        version 1 @champion (test accuracy" in first.stdout
         accuracy = float(first.stdout.split("Test accuracy")[1].split()[0])
@@ -93,6 +105,7 @@ def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
         second = run([stack, "up"], project, env)
         assert second.returncode == 0, second.stderr
         assert "mlflow: already answering" in second.stderr
+        assert "api: already answering" in second.stderr
         assert "Data and pipelines are up to date." in second.stdout + second.stderr
         assert "IrisModel      version 1 @champion" in second.stdout  # nothing retrained
 
@@ -113,7 +126,9 @@ def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
         down = run([stack, "down"], project, env)
     assert down.returncode == 0, down.stderr
     assert "mlflow: stopped" in down.stdout
+    assert "api: stopped" in down.stdout
     assert not answers(f"{url}/health")
+    assert not answers(f"{api}/v2/health/live")
     assert "nothing to stop" in run([stack, "down"], project, env).stdout
 
 

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import mlflow
@@ -21,26 +20,14 @@ from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_iris
 
 from iris_core import CLASS_NAMES
-from iris_stack.registry import version_by_alias
+from iris_core.registry import version_by_alias
 from iris_stack.services import free_port
 from iris_training.params import TrainParams
 from iris_training.train import Outcome, load_dataset, search, select_best, train
+from tests.support import small_params
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def small_params(**overrides: object) -> TrainParams:
-    """A small grid, with experiment and registry names of its own so tests never collide."""
-    tag = uuid.uuid4().hex[:8]
-    values: dict[str, object] = {
-        "hidden_layers": [2, 3],
-        "epochs": [300, 600],
-        "experiment": f"test-{tag}",
-        "onnx_model_name": f"IrisModel-{tag}",
-        "sklearn_model_name": f"IrisDev-{tag}",
-    }
-    return TrainParams.model_validate(values | overrides)
 
 
 @pytest.fixture(scope="module")

@@ -8,3 +8,16 @@ N_FEATURES: Final = len(FEATURES)
 
 #: Class names as UCI spells them; label index = position in this tuple (sorted order).
 CLASS_NAMES: Final = ("Iris-setosa", "Iris-versicolor", "Iris-virginica")
+
+#: Accepted range of a measurement the services take in, in cm: above 0 and at most this.
+#: Fisher's largest is 7.9 cm; 30 cm leaves room for unusual flowers (and drift to show up)
+#: while refusing values that can only be a unit or typing error.
+MEASUREMENT_MAX_CM: Final = 30.0
+
+#: One test-set row per class (data/test.csv), used as documentation examples and to check
+#: that a freshly downloaded model answers sensibly before it is served.
+EXAMPLES: Final = {
+    "Iris-setosa": (5.1, 3.5, 1.4, 0.2),
+    "Iris-versicolor": (6.4, 3.2, 4.5, 1.5),
+    "Iris-virginica": (5.8, 2.7, 5.1, 1.9),
+}

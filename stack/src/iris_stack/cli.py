@@ -1,7 +1,7 @@
 """`iris-stack`: the embedded default. One machine, no cluster, the same system.
 
 `up` starts what is missing (a lean MLflow server on 127.0.0.1, state under one folder), runs
-the DVC pipeline and prints where everything is; the services stay in the background until
+the DVC pipeline, starts the prediction API and prints where everything is; the services stay in the background until
 `down`. Running `up` twice is safe: what answers already is reused, and `dvc repro` skips what is
 up to date.
 """
@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 from pydantic import ValidationError
 
-from iris_stack.registry import AliasedVersion, version_by_alias
+from iris_core.registry import AliasedVersion, RegistryError, version_by_alias
 from iris_stack.services import (
     Service,
     ServiceError,
     answers,
+    api_server,
     bin_path,
     mlflow_server,
     stop_group,
@@ -74,8 +75,8 @@ def champions(settings: StackSettings) -> list[AliasedVersion | None]:
     names = (train.onnx_model_name, train.sklearn_model_name)
     try:
         return [version_by_alias(settings.mlflow_url, name, train.alias) for name in names]
-    except httpx.HTTPError as e:
-        typer.echo(f"cannot read the model registry at {settings.mlflow_url}: {e}", err=True)
+    except RegistryError as e:
+        typer.echo(f"cannot read the model registry: {e}", err=True)
         raise typer.Exit(1) from e
 
 
@@ -117,11 +118,33 @@ def up() -> None:
         typer.echo("the registry has no champion yet: retraining", err=True)
         _dvc("repro", "--force", "--single-item", "train", env=env)
         versions = champions(settings)
+    _start_api(settings)
     _print_summary(settings, versions)
 
 
+def _start_api(settings: StackSettings) -> None:
+    api = api_server(
+        settings.api_port,
+        settings.mlflow_url,
+        settings.state_dir / "api.log",
+        settings.host,
+    )
+    try:
+        typer.echo(ensure_running(settings, api), err=True)
+    except ServiceError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from e
+    ready = f"{settings.api_url}/v2/health/ready"
+    deadline = time.monotonic() + settings.start_timeout_s
+    while not answers(ready):
+        if time.monotonic() > deadline:
+            typer.echo(f"the API answers but has no model yet: see {ready}", err=True)
+            raise typer.Exit(1)
+        time.sleep(0.25)
+
+
 def _print_summary(settings: StackSettings, versions: list[AliasedVersion | None]) -> None:
-    rows = [("MLflow UI", settings.mlflow_url)]
+    rows = [("MLflow UI", settings.mlflow_url), ("API (Swagger)", f"{settings.api_url}/docs")]
     accuracy = ""
     for v in versions:
         if v is None:
@@ -159,7 +182,14 @@ def status(
 ) -> None:
     """Say which services answer; exit 1 if one does not."""
     settings = load_settings()
-    ok = answers(f"{settings.mlflow_url}/health")
-    if not quiet:
-        typer.echo(f"mlflow  {settings.mlflow_url}  {'up' if ok else 'down'}")
+    checks = {
+        "mlflow": (settings.mlflow_url, f"{settings.mlflow_url}/health"),
+        "api": (settings.api_url, f"{settings.api_url}/v2/health/ready"),
+    }
+    ok = True
+    for name, (url, health) in checks.items():
+        up = answers(health)
+        ok &= up
+        if not quiet:
+            typer.echo(f"{name:<7} {url}  {'up' if up else 'down'}")
     raise typer.Exit(0 if ok else 1)

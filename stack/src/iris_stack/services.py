@@ -51,6 +51,7 @@ class Service:
     health_url: str
     log_path: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> int:
@@ -62,6 +63,7 @@ class Service:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.env},
+                cwd=self.cwd,
                 start_new_session=True,  # its own process group: stop() reaches its children
             )
         return self.process.pid
@@ -161,6 +163,30 @@ def mlflow_server(state_dir: Path, port: int, host: str = LOOPBACK) -> Service:
         health_url=f"http://{host}:{port}/health",
         log_path=state_dir / "mlflow.log",
         env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
+
+
+def api_server(
+    port: int,
+    tracking_uri: str,
+    log_path: Path,
+    host: str = LOOPBACK,
+    env: Mapping[str, str] | None = None,
+) -> Service:
+    """The prediction API (`iris-api`: uvicorn, one worker). Healthy = live; ready comes once
+    it has loaded a model (`/v2/health/ready`)."""
+    return Service(
+        name="api",
+        argv=[bin_path("iris-api")],
+        health_url=f"http://{host}:{port}/v2/health/live",
+        log_path=log_path,
+        env={
+            "IRIS_API_HOST": host,
+            "IRIS_API_PORT": str(port),
+            "IRIS_API_TRACKING_URI": tracking_uri,
+            "ORT_DISABLE_TELEMETRY": "1",
+            **(env or {}),
+        },
     )
 
 

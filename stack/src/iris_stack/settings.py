@@ -16,9 +16,15 @@ class StackSettings(BaseSettings):
     state_dir: Path = Field(Path(".iris"), description="MLflow/Prefect state, logs, pid files")
     host: str = Field("127.0.0.1", description="Address every local service binds to")
     mlflow_port: int = Field(5000, ge=1, le=65535)
+    # IRIS_API_PORT: the same variable the API itself reads.
+    api_port: int = Field(8000, ge=1, le=65535)
     params: Path = Field(Path("params.yaml"), description="Pipeline parameters (registry names)")
     start_timeout_s: float = Field(120.0, gt=0, description="How long a service may take to start")
 
     @property
     def mlflow_url(self) -> str:
         return f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"

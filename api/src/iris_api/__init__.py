@@ -1,0 +1,1 @@
+"""iris-mlops prediction service: FastAPI + onnxruntime, following the MLflow model registry."""

@@ -1,0 +1,82 @@
+"""The app factory: `uvicorn --factory iris_api.app:create_app` (settings from IRIS_API_*)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version as package_version
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import disable_created_metrics
+from prometheus_fastapi_instrumentator import Instrumentator
+from pydantic import BaseModel
+
+from iris_api import errors
+from iris_api.fastpath import PredictFastPath
+from iris_api.follower import ModelFollower
+from iris_api.metrics import REQUEST_BUCKETS, Metrics
+from iris_api.routes import model, predict, v2
+from iris_api.schemas import PredictInput, V2InferRequest, batch_input
+from iris_api.settings import ApiSettings
+
+DESCRIPTION = """
+Classifies Iris flowers from four measurements (cm) with the ONNX model that carries the
+registry alias being followed (`models:/IrisModel@champion` by default). New versions are
+picked up without a restart; `GET /model` tells which one answers.
+"""
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+    # `*_created` series double the size of /metrics and no dashboard reads them.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    metrics = Metrics()
+    follower = ModelFollower(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await follower.start()
+        try:
+            yield
+        finally:
+            await follower.stop()
+
+    app = FastAPI(
+        title="iris-mlops API",
+        version=package_version("iris-api"),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.follower = follower
+    app.state.metrics = metrics
+    app.include_router(predict.router(settings.batch_limit))
+    app.include_router(model.router)
+    app.include_router(v2.router(settings.v2_model_name, settings.batch_limit))
+    _document_bodies(app, [PredictInput, batch_input(settings.batch_limit), V2InferRequest])
+    errors.install(app)
+    if settings.fast_path:
+        # Added before the instrumentator, so it runs inside it: counted and timed as usual.
+        app.add_middleware(PredictFastPath, follower=follower)
+    Instrumentator(registry=metrics.registry, excluded_handlers=["/metrics"]).instrument(
+        app, latency_highr_buckets=REQUEST_BUCKETS
+    ).expose(app, include_in_schema=False)
+    return app
+
+
+def _document_bodies(app: FastAPI, models: list[type[BaseModel]]) -> None:
+    """Put the bodies the prediction routes parse themselves into the OpenAPI components."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(body.pop("$defs", {}))
+                components[model.__name__] = body
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,94 @@
+"""Domain errors and their one mapping to HTTP answers (`answer`), used by every route."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+
+log = logging.getLogger(__name__)
+
+
+class JSONBytes(Response):
+    """JSON rendered by orjson: the response models document the shape, this writes it fast."""
+
+    media_type = "application/json"
+
+    def render(self, content: object) -> bytes:
+        return orjson.dumps(content)
+
+
+class NotReady(Exception):
+    """No model is loaded yet; the reason says why (MLflow unreachable, no such alias, ...)."""
+
+    def __init__(self, reason: str, retry_after_s: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+class UnsupportedMediaType(Exception):
+    def __init__(self, content_type: str) -> None:
+        super().__init__(content_type)
+        self.content_type = content_type
+
+
+#: The errors `answer` knows; anything else is a 500.
+KNOWN = (RequestValidationError, NotReady, UnsupportedMediaType)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def response(self) -> Response:
+        return Response(self.body, self.status, self.headers, media_type="application/json")
+
+
+def answer(exc: RequestValidationError | NotReady | UnsupportedMediaType) -> Answer:
+    if isinstance(exc, RequestValidationError):
+        # orjson writes a NaN or infinite input as null (the stock handler crashes on it).
+        errors = jsonable_encoder([_error(e) for e in exc.errors()])
+        return Answer(422, orjson.dumps({"detail": errors}))
+    if isinstance(exc, NotReady):
+        return Answer(
+            503,
+            orjson.dumps({"detail": f"no model loaded: {exc.reason}"}),
+            {"Retry-After": str(max(1, round(exc.retry_after_s)))},
+        )
+    return Answer(
+        415,
+        orjson.dumps(
+            {"detail": f"send JSON (Content-Type: application/json), not {exc.content_type!r}"}
+        ),
+    )
+
+
+def _error(error: dict[str, object]) -> dict[str, object]:
+    """A validation error as sent: a scalar input is echoed; a list, an object or raw bytes
+    (JSON that did not parse, maybe not even UTF-8) are not."""
+    if isinstance(error.get("input"), list | dict | bytes):
+        return {k: v for k, v in error.items() if k != "input"}
+    return error
+
+
+def install(app: FastAPI) -> None:
+    async def known(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, KNOWN)  # noqa: S101 (registered for these types only)
+        return answer(exc).response()
+
+    for kind in KNOWN:
+        app.add_exception_handler(kind, known)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # Logged with its traceback here; the client gets no internals.
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONBytes({"detail": "internal error (logged)"}, status_code=500)

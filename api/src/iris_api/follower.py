@@ -1,0 +1,106 @@
+"""Follow the registry: load the aliased version, check it, swap it in; keep serving on failure."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from iris_api.metrics import Metrics
+from iris_api.model import ModelError, Predictor, load
+from iris_api.settings import ApiSettings
+from iris_core.registry import Registry, RegistryError
+
+log = logging.getLogger(__name__)
+
+#: First retry delay after a failed check; it doubles up to the poll interval.
+BACKOFF_START_S = 0.5
+
+
+class ModelFollower:
+    """Holds the served model. `current` changes by one reference assignment, never in place."""
+
+    def __init__(self, settings: ApiSettings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.current: Predictor | None = None
+        self.reason = "no model loaded yet"
+        self._registry = Registry(settings.tracking_url, settings.registry_timeout_s)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def wanted(self) -> str:
+        return f"models:/{self.settings.model_name}@{self.settings.model_alias}"
+
+    def refresh(self) -> bool:
+        """One registry check (blocking). True when a new version was swapped in."""
+        s = self.settings
+        try:
+            found = self._registry.version(s.model_name, s.model_alias)
+        except RegistryError:
+            self.metrics.registry_errors.inc()
+            raise
+        if found is None:
+            if self.current is None:
+                self.reason = f"{self.wanted} is not in the registry at {s.tracking_url}"
+            else:
+                log.warning("%s is gone from the registry; still serving version %s",
+                            self.wanted, self.current.version.version)  # fmt: skip
+            return False
+        if self.current is not None and self.current.version.version == found.version:
+            return False
+        try:
+            predictor = load(self._registry, found, s.ort_threads, self.metrics)
+        except (RegistryError, ModelError) as e:
+            self.metrics.reload_failed.inc()
+            log.error("cannot load %s version %s: %s", found.name, found.version, e)
+            raise
+        previous = self.current
+        self.current = predictor  # the swap: requests in flight keep the object they hold
+        self.metrics.reload_ok.inc()
+        self.metrics.model_loaded.set(1)
+        self.metrics.model.info(
+            {
+                "name": found.name,
+                "version": found.version,
+                "alias": found.alias,
+                "run_id": found.run_id,
+            }
+        )
+        log.info("serving %s version %s (was %s)", found.name, found.version,
+                 previous.version.version if previous else "none")  # fmt: skip
+        return True
+
+    async def _check(self) -> bool:
+        """One check off the event loop; False when it failed (logged, counted)."""
+        try:
+            await asyncio.to_thread(self.refresh)
+        except (RegistryError, ModelError) as e:
+            if self.current is None:
+                self.reason = str(e)
+            log.warning("registry check failed: %s", e)
+            return False
+        return True
+
+    async def _follow(self, failures: int) -> None:
+        interval = self.settings.poll_interval_s
+        while True:
+            delay = (
+                interval if failures == 0 else min(interval, BACKOFF_START_S * 2 ** (failures - 1))
+            )
+            await asyncio.sleep(delay)
+            failures = 0 if await self._check() else failures + 1
+
+    async def start(self) -> None:
+        """First load attempt (the process starts even if it fails), then follow in background."""
+        ok = await self._check()
+        if not ok:
+            log.warning("not ready: %s; retrying with backoff", self.reason)
+        self._task = asyncio.create_task(self._follow(0 if ok else 1), name="model-follower")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._registry.close()

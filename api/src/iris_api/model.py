@@ -1,0 +1,127 @@
+"""A served model: an ONNX file from the registry in an onnxruntime session, checked before use."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+import yaml
+
+from iris_api.metrics import Metrics
+from iris_core import CLASS_NAMES, EXAMPLES, N_FEATURES
+from iris_core.registry import AliasedVersion, Registry, RegistryError
+
+#: What the models output (skl2onnx, zipmap off), in this order.
+OUTPUT_NAMES = ["label", "probabilities"]
+#: The known input every new model must get right before it is served.
+PROBE = np.array(list(EXAMPLES.values()), dtype=np.float32)
+
+
+class ModelError(Exception):
+    """A downloaded model cannot be served (bad file, wrong shape, wrong classes, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outputs:
+    labels: npt.NDArray[np.int64]
+    probabilities: npt.NDArray[np.float32]
+
+
+@dataclass(slots=True)
+class Predictor:
+    """An immutable model plus the metric children it feeds; swapped whole, never mutated."""
+
+    version: AliasedVersion
+    session: ort.InferenceSession
+    input_name: str
+    metrics: Metrics
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def test_accuracy(self) -> float | None:
+        try:
+            return float(self.version.tags["test_accuracy"])
+        except (KeyError, ValueError):
+            return None
+
+    def run(self, x: npt.NDArray[np.float32]) -> Outputs:
+        """Raw outputs for rows `x` (float32, [N, 4]), recorded in the metrics."""
+        m = self.metrics
+        start = time.perf_counter()
+        labels, probabilities = self.session.run(OUTPUT_NAMES, {self.input_name: x})
+        m.inference.observe(time.perf_counter() - start)
+        if len(labels) == 1:  # the common case, without numpy's per-call overhead
+            label = int(labels[0])
+            m.predicted_by_index[label].inc()
+            m.confidence.observe(float(probabilities[0, label]))
+        else:
+            counts = np.bincount(labels, minlength=len(CLASS_NAMES)).tolist()
+            for child, n in zip(m.predicted_by_index, counts, strict=True):
+                if n:
+                    child.inc(n)
+            for p in probabilities.max(axis=1).tolist():
+                m.confidence.observe(p)
+        return Outputs(labels, probabilities)
+
+
+def session_from_bytes(model: bytes, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own untyped errors for a bad file
+        raise ModelError(f"onnxruntime cannot load the model: {e}") from e
+
+
+def check(session: ort.InferenceSession) -> str:
+    """The input name, after the model answered the probe as a classifier of our classes must."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].shape[-1] != N_FEATURES:
+        raise ModelError(f"expected one input of {N_FEATURES} features, got {inputs}")
+    names = [o.name for o in session.get_outputs()]
+    if names != OUTPUT_NAMES:
+        raise ModelError(f"expected outputs label and probabilities, got {names}")
+    meta = session.get_modelmeta().custom_metadata_map
+    if "class_names" in meta and tuple(json.loads(meta["class_names"])) != CLASS_NAMES:
+        raise ModelError(f"model classes {meta['class_names']} are not {list(CLASS_NAMES)}")
+    try:
+        labels, probabilities = session.run(None, {inputs[0].name: PROBE})
+    except Exception as e:
+        raise ModelError(f"the model fails on a known input: {e}") from e
+    if probabilities.shape != (len(PROBE), len(CLASS_NAMES)):
+        raise ModelError(f"probabilities of shape {probabilities.shape} for {len(PROBE)} rows")
+    if not np.all(np.isfinite(probabilities)) or not np.allclose(
+        probabilities.sum(axis=1), 1, atol=1e-3
+    ):
+        raise ModelError("probabilities are not finite or do not sum to 1")
+    if not np.array_equal(labels, probabilities.argmax(axis=1)):
+        raise ModelError("labels disagree with the most probable class")
+    if labels[0] != CLASS_NAMES.index("Iris-setosa"):
+        raise ModelError("the model does not recognise a textbook Iris-setosa")
+    return str(inputs[0].name)
+
+
+def download(registry: Registry, version: AliasedVersion) -> bytes:
+    """The ONNX file of a registered version, named by its MLmodel file."""
+    root = registry.download_uri(version.name, version.version)
+    try:
+        mlmodel = yaml.safe_load(registry.artifact(root, "MLmodel"))
+        data = mlmodel["flavors"]["onnx"]["data"]
+    except (yaml.YAMLError, KeyError, TypeError) as e:
+        raise ModelError(f"{version.name} version {version.version} has no ONNX flavour") from e
+    return registry.artifact(root, str(data))
+
+
+def load(registry: Registry, version: AliasedVersion, threads: int, metrics: Metrics) -> Predictor:
+    """Download, build and check a version; raises RegistryError or ModelError."""
+    session = session_from_bytes(download(registry, version), threads)
+    return Predictor(version, session, check(session), metrics)
+
+
+__all__ = ["ModelError", "Outputs", "Predictor", "RegistryError", "load"]

@@ -1,0 +1,196 @@
+"""Request and response bodies. Limits live in the fields, so a 422 names the field at fault."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cache
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model, field_validator
+
+from iris_core import CLASS_NAMES, EXAMPLES, FEATURES, MEASUREMENT_MAX_CM
+
+#: A measurement in cm: a JSON number (strings are refused, not coerced), finite, in (0, 30].
+Measurement = Annotated[
+    float,
+    Field(
+        gt=0,
+        le=MEASUREMENT_MAX_CM,
+        strict=True,
+        allow_inf_nan=False,
+        description=f"cm, greater than 0 and at most {MEASUREMENT_MAX_CM:g}",
+    ),
+]
+
+
+def _example(class_name: str) -> dict[str, JsonValue]:
+    return dict(zip(FEATURES, EXAMPLES[class_name], strict=True))
+
+
+#: Swagger's example drop-down: one test-set row per class.
+PREDICT_EXAMPLES: dict[str, Any] = {
+    name: {"summary": f"{name} (a test-set row)", "value": _example(name)} for name in CLASS_NAMES
+}
+
+
+class PredictInput(BaseModel):
+    """The four measurements of one flower, in cm."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [_example("Iris-setosa")]}
+    )
+
+    sepal_length: Measurement
+    sepal_width: Measurement
+    petal_length: Measurement
+    petal_width: Measurement
+
+
+class Prediction(BaseModel):
+    class_name: Literal[CLASS_NAMES]  # type: ignore[valid-type]
+    class_index: int = Field(ge=0, lt=len(CLASS_NAMES))
+    probabilities: dict[str, float] = Field(description="by class name; they sum to 1")
+
+
+class PredictOutput(Prediction):
+    model_version: str = Field(description="registry version of the model that answered")
+
+
+class BatchOutput(BaseModel):
+    predictions: list[Prediction]
+    model_version: str
+
+
+@cache
+def batch_input(limit: int) -> type[BaseModel]:
+    """The batch request body, whose size limit is a setting (one class per limit)."""
+    return create_model(
+        "BatchInput",
+        __config__=ConfigDict(
+            extra="forbid",
+            json_schema_extra={"examples": [{"instances": [_example(n) for n in CLASS_NAMES]}]},
+        ),
+        instances=(list[PredictInput], Field(min_length=1, max_length=limit)),
+    )
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    alias: str
+    run_id: str
+    test_accuracy: float | None = Field(description="from the version's `test_accuracy` tag")
+    loaded_at: datetime
+
+
+# Open Inference Protocol (KServe V2), the subset this service speaks.
+
+
+class V2Tensor(BaseModel):
+    """An input tensor: FP32, shape [N, 4], data row-major (flat, or nested rows)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(examples=["input"])
+    shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=2, max_length=2)
+    datatype: Literal["FP32"]
+    data: list[Measurement]
+    parameters: dict[str, Any] | None = None
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _flatten(cls, value: Any) -> Any:
+        if isinstance(value, list) and value and all(isinstance(row, list) for row in value):
+            return [x for row in value for x in row]
+        return value
+
+
+class V2RequestedOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["label", "probabilities"]
+    parameters: dict[str, Any] | None = None
+
+
+class V2InferRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "42",
+                    "inputs": [
+                        {
+                            "name": "input",
+                            "shape": [2, 4],
+                            "datatype": "FP32",
+                            "data": [*EXAMPLES["Iris-setosa"], *EXAMPLES["Iris-virginica"]],
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[V2Tensor] = Field(min_length=1, max_length=1)
+    outputs: list[V2RequestedOutput] | None = None
+
+
+class V2OutputTensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: Literal["INT64", "FP32"]
+    data: list[float] | list[int]
+
+
+class V2InferResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[V2OutputTensor]
+
+
+class V2TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class V2ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2TensorMetadata]
+    outputs: list[V2TensorMetadata]
+
+
+class V2ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class Live(BaseModel):
+    live: bool
+
+
+class Ready(BaseModel):
+    ready: bool
+    reason: str | None = Field(None, description="why not, while not ready")
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+class ValidationProblem(BaseModel):
+    type: str
+    loc: list[str | int] = Field(description="where: body, then the field names and indexes")
+    msg: str
+    input: Any = None
+    ctx: dict[str, Any] | None = None
+
+
+class ValidationErrorBody(BaseModel):
+    detail: list[ValidationProblem]

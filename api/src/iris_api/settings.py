@@ -1,0 +1,50 @@
+"""Settings of the API, from environment variables prefixed IRIS_API_ (read at start, not import)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, HttpUrl, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "IRIS_API_"
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    tracking_uri: HttpUrl = Field(
+        HttpUrl("http://127.0.0.1:5000"),
+        # MLflow's own variable works too, so one setting serves training and serving.
+        validation_alias=AliasChoices("IRIS_API_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="MLflow tracking server (its registry and artifact proxy)",
+    )
+    model_name: str = Field("IrisModel", min_length=1, description="registered ONNX model")
+    model_alias: str = Field(
+        "champion", min_length=1, description="alias to follow; `latest` = newest version"
+    )
+    poll_interval_s: float = Field(10.0, gt=0, le=3600, description="registry check period")
+    registry_timeout_s: float = Field(5.0, gt=0, le=300, description="per MLflow request")
+    ort_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads")
+    batch_limit: int = Field(1000, ge=1, le=100_000, description="rows per batch request")
+    v2_model_name: str = Field("iris", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    host: str = Field("127.0.0.1", description="address uvicorn binds (0.0.0.0 in a container)")
+    port: int = Field(8000, ge=1, le=65535)
+    fast_path: bool = Field(True, description="answer POST /predict without FastAPI's routing")
+    access_log: bool = Field(False, description="one log line per request (costs throughput)")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @property
+    def tracking_url(self) -> str:
+        return str(self.tracking_uri).rstrip("/")
+
+
+def describe(error: ValidationError) -> str:
+    """One line per bad setting, named by its environment variable."""
+    lines = []
+    for e in error.errors():
+        name = ENV_PREFIX + "_".join(str(part) for part in e["loc"]).upper()
+        lines.append(f"{name}: {e['msg']}")
+    return "\n".join(lines)

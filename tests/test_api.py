@@ -1,0 +1,300 @@
+"""The prediction API in process (TestClient, lifespan and all) against a real MLflow server:
+answers, bad input, the registry follower's decisions, Open Inference Protocol shapes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from mlflow.tracking import MlflowClient
+
+from iris_api.app import create_app
+from iris_api.follower import ModelFollower
+from iris_api.model import ModelError
+from iris_api.settings import ApiSettings
+from iris_core import CLASS_NAMES, EXAMPLES, FEATURES, MEASUREMENT_MAX_CM
+from tests.support import Registered
+
+SETOSA = dict(zip(FEATURES, EXAMPLES["Iris-setosa"], strict=True))
+JSON = {"content-type": "application/json"}
+
+
+def settings(registered: Registered, **overrides: Any) -> ApiSettings:
+    values: dict[str, Any] = {
+        "tracking_uri": registered.tracking_uri,
+        "model_name": registered.model_name,
+        "batch_limit": 5,
+    }
+    return ApiSettings(**(values | overrides))
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["fast-path", "fastapi-route"])
+def client(request: pytest.FixtureRequest, registered: Registered) -> Iterator[TestClient]:
+    """Every test here runs twice: /predict by the ASGI fast path and by the FastAPI route."""
+    with TestClient(create_app(settings(registered, fast_path=request.param))) as c:
+        yield c
+
+
+def test_predict_answers_with_class_probabilities_and_version(
+    client: TestClient, registered: Registered
+) -> None:
+    answer = client.post("/predict", json=SETOSA)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["class_name"] == "Iris-setosa"
+    assert body["class_index"] == 0
+    assert list(body["probabilities"]) == list(CLASS_NAMES)
+    assert sum(body["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+    assert body["model_version"] == registered.outcome.versions[registered.model_name]
+
+
+def test_batch_answers_row_by_row_like_single_predictions(client: TestClient) -> None:
+    rows = [dict(zip(FEATURES, values, strict=True)) for values in EXAMPLES.values()]
+    batch = client.post("/predict/batch", json={"instances": rows})
+    assert batch.status_code == 200, batch.text
+    singles = [client.post("/predict", json=row).json() for row in rows]
+    for one, single in zip(batch.json()["predictions"], singles, strict=True):
+        assert one == {k: v for k, v in single.items() if k != "model_version"}
+
+
+def _loc(answer: Any) -> list[list[Any]]:
+    return [e["loc"] for e in answer.json()["detail"]]
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "kind"),
+    [
+        (
+            {k: v for k, v in SETOSA.items() if k != "petal_width"},
+            ["body", "petal_width"],
+            "missing",
+        ),
+        (SETOSA | {"sepal_length": "5.1"}, ["body", "sepal_length"], "float_type"),
+        (SETOSA | {"sepal_width": -1.0}, ["body", "sepal_width"], "greater_than"),
+        (SETOSA | {"petal_length": 0}, ["body", "petal_length"], "greater_than"),
+        (
+            SETOSA | {"petal_length": MEASUREMENT_MAX_CM + 0.1},
+            ["body", "petal_length"],
+            "less_than_equal",
+        ),
+        (SETOSA | {"sepal_length": True}, ["body", "sepal_length"], "float_type"),
+        (SETOSA | {"sepal_length": None}, ["body", "sepal_length"], "float_type"),
+        (SETOSA | {"colour": "blue"}, ["body", "colour"], "extra_forbidden"),
+        ([SETOSA], ["body"], "model_type"),
+    ],
+    ids=["missing", "string", "negative", "zero", "absurd", "bool", "null", "extra", "list"],
+)
+def test_bad_measurements_get_422_naming_the_field(
+    client: TestClient, body: Any, loc: list[str], kind: str
+) -> None:
+    answer = client.post("/predict", json=body)
+    assert answer.status_code == 422
+    assert [loc] == _loc(answer)
+    assert answer.json()["detail"][0]["type"] == kind
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_numbers_get_422(client: TestClient, literal: str) -> None:
+    raw = json.dumps(SETOSA).replace("0.2", literal)
+    answer = client.post("/predict", content=raw, headers=JSON)
+    assert answer.status_code == 422, answer.text
+    assert _loc(answer) == [["body", "petal_width"]]
+
+
+def test_malformed_json_and_wrong_content_type_get_clear_4xx(client: TestClient) -> None:
+    broken = client.post("/predict", content=b'{"sepal_length": 5.1', headers=JSON)
+    assert broken.status_code == 422
+    assert broken.json()["detail"][0]["type"] == "json_invalid"
+    form = client.post("/predict", data={"sepal_length": "5.1"})
+    assert form.status_code == 415
+    assert "application/json" in form.json()["detail"]
+    empty = client.post("/predict", content=b"", headers=JSON)
+    assert empty.status_code == 422
+
+
+def test_batch_limits(client: TestClient) -> None:
+    over = client.post("/predict/batch", json={"instances": [SETOSA] * 6})  # limit 5 here
+    assert over.status_code == 422
+    assert over.json()["detail"][0]["type"] == "too_long"
+    assert _loc(over) == [["body", "instances"]]
+    assert client.post("/predict/batch", json={"instances": []}).status_code == 422
+    bad_row = client.post(
+        "/predict/batch", json={"instances": [SETOSA, SETOSA | {"petal_width": -1}]}
+    )
+    assert _loc(bad_row) == [["body", "instances", 1, "petal_width"]]
+
+
+def test_model_endpoint_names_the_served_version(
+    client: TestClient, registered: Registered
+) -> None:
+    info = client.get("/model").json()
+    assert info["name"] == registered.model_name
+    assert info["version"] == registered.outcome.versions[registered.model_name]
+    assert info["alias"] == "champion"
+    assert info["run_id"]
+    assert info["test_accuracy"] == pytest.approx(registered.outcome.test_accuracy, abs=1e-4)
+    assert info["loaded_at"].endswith("Z")
+
+
+def _tensor(rows: list[Any], **overrides: Any) -> dict[str, Any]:
+    tensor = {"name": "input", "shape": [len(rows), 4], "datatype": "FP32", "data": rows}
+    return {"inputs": [tensor | overrides]}
+
+
+def test_open_inference_protocol(client: TestClient, registered: Registered) -> None:
+    version = registered.outcome.versions[registered.model_name]
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json()["ready"] is True
+    assert client.get("/v2/models/iris/ready").status_code == 200
+    assert client.get("/v2").json()["name"] == "iris-api"
+    meta = client.get("/v2/models/iris").json()
+    assert meta["versions"] == [version]
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]
+
+    rows = [list(v) for v in EXAMPLES.values()]
+    nested = client.post("/v2/models/iris/infer", json=_tensor(rows) | {"id": "abc"})
+    assert nested.status_code == 200, nested.text
+    body = nested.json()
+    assert (body["model_name"], body["model_version"], body["id"]) == ("iris", version, "abc")
+    label, probabilities = body["outputs"]
+    assert label["name"] == "label"
+    assert label["datatype"] == "INT64"
+    assert label["shape"] == [3]
+    assert probabilities["shape"] == [3, 3]
+    assert len(probabilities["data"]) == 9
+    flat = client.post(
+        "/v2/models/iris/infer", json=_tensor([x for r in rows for x in r], shape=[3, 4])
+    )
+    assert flat.json()["outputs"] == body["outputs"]
+    only = client.post(
+        "/v2/models/iris/infer", json=_tensor(rows) | {"outputs": [{"name": "probabilities"}]}
+    )
+    assert [o["name"] for o in only.json()["outputs"]] == ["probabilities"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "loc"),
+    [
+        ({"shape": [2, 4]}, ["body", "inputs", 0, "data"]),  # 3 rows sent
+        ({"shape": [3, 3]}, ["body", "inputs", 0, "shape", 1]),
+        ({"shape": [6, 4]}, ["body", "inputs", 0, "shape", 0]),  # over the batch limit
+        ({"datatype": "INT32"}, ["body", "inputs", 0, "datatype"]),
+        ({"data": [[5.1, 3.5, 1.4, "x"]] * 3}, ["body", "inputs", 0, "data", 3]),
+    ],
+    ids=["data-vs-shape", "width", "too-many-rows", "datatype", "string"],
+)
+def test_open_inference_protocol_bad_tensors(
+    client: TestClient, overrides: dict[str, Any], loc: list[Any]
+) -> None:
+    rows = [list(v) for v in EXAMPLES.values()]
+    body = _tensor(rows, **overrides)
+    if overrides.get("shape") == [6, 4]:
+        body["inputs"][0]["data"] = rows * 2
+    answer = client.post("/v2/models/iris/infer", json=body)
+    assert answer.status_code == 422, answer.text
+    assert loc in _loc(answer)
+
+
+def test_docs_examples_are_rows_of_the_test_set(data_dir: Path, client: TestClient) -> None:
+    with (data_dir / "test.csv").open() as f:
+        test_set = {
+            (tuple(float(x) for x in row[:4]), CLASS_NAMES[int(row[4])]) for row in csv.reader(f)
+        }
+    assert {(values, name) for name, values in EXAMPLES.items()} <= test_set
+    spec = client.get("/openapi.json").json()
+    examples = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert [e["value"] for e in examples["examples"].values()] == [
+        dict(zip(FEATURES, values, strict=True)) for values in EXAMPLES.values()
+    ]
+    assert "PredictInput" in spec["components"]["schemas"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_without_the_model_not_ready_names_the_reason(registered: Registered) -> None:
+    app = create_app(settings(registered, model_name="NoSuchModel", poll_interval_s=60))
+    with TestClient(app) as client:
+        ready = client.get("/v2/health/ready")
+        assert ready.status_code == 503
+        assert "models:/NoSuchModel@champion is not in the registry" in ready.json()["reason"]
+        answer = client.post("/predict", json=SETOSA)
+        assert answer.status_code == 503
+        assert answer.headers["retry-after"] == "60"
+        assert "NoSuchModel" in answer.json()["detail"]
+        assert client.get("/v2/health/live").status_code == 200
+        assert "iris_model_loaded 0.0" in client.get("/metrics").text
+
+
+def _model_id(source: str | None) -> str:
+    """MLflow 3 wants the logged model's id with a `models:/m-...` source (the REST answer
+    for a version leaves `model_id` empty)."""
+    assert source is not None
+    return source.removeprefix("models:/")
+
+
+def test_a_version_that_fails_to_load_keeps_the_old_one_and_is_counted(
+    registered: Registered,
+) -> None:
+    """A model of its own whose alias moves to a version with no ONNX flavour: refused."""
+    mlflow = MlflowClient(registered.tracking_uri)
+    good = mlflow.get_model_version(
+        registered.model_name, registered.outcome.versions[registered.model_name]
+    )
+    name = f"{registered.model_name}-broken"
+    mlflow.create_registered_model(name)
+    first = mlflow.create_model_version(
+        name, str(good.source), run_id=good.run_id, model_id=_model_id(good.source)
+    )
+    mlflow.set_registered_model_alias(name, "champion", first.version)
+    app = create_app(settings(registered, model_name=name, poll_interval_s=60))
+    with TestClient(app) as client:
+        follower: ModelFollower = app.state.follower
+        sklearn = mlflow.get_model_version_by_alias(
+            registered.params.sklearn_model_name, "champion"
+        )
+        bad = mlflow.create_model_version(
+            name, str(sklearn.source), run_id=sklearn.run_id, model_id=_model_id(sklearn.source)
+        )
+        mlflow.set_registered_model_alias(name, "champion", bad.version)
+        with pytest.raises(ModelError, match="no ONNX flavour"):
+            follower.refresh()
+        assert client.post("/predict", json=SETOSA).json()["model_version"] == first.version
+        assert client.get("/v2/health/ready").status_code == 200
+        metrics = client.get("/metrics").text
+        assert 'iris_model_reloads_total{result="failure"} 1.0' in metrics
+        assert 'iris_model_reloads_total{result="success"} 1.0' in metrics
+        assert f'version="{first.version}"' in metrics
+
+        mlflow.set_registered_model_alias(name, "champion", first.version)
+        assert follower.refresh() is False  # the version served already: nothing to do
+
+
+def test_latest_follows_the_newest_version(registered: Registered) -> None:
+    app = create_app(settings(registered, model_alias="latest", poll_interval_s=60))
+    with TestClient(app) as client:
+        newest = max(
+            int(v.version)
+            for v in MlflowClient(registered.tracking_uri).search_model_versions(
+                f"name='{registered.model_name}'"
+            )
+        )
+        assert client.get("/model").json()["version"] == str(newest)
+        assert client.get("/model").json()["alias"] == "latest"
+
+
+def test_bad_settings_name_their_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from iris_api.settings import describe  # noqa: PLC0415
+
+    monkeypatch.setenv("IRIS_API_POLL_INTERVAL_S", "0")
+    monkeypatch.setenv("IRIS_API_BATCH_LIMIT", "many")
+    with pytest.raises(ValidationError) as e:
+        ApiSettings()
+    text = describe(e.value)
+    assert "IRIS_API_POLL_INTERVAL_S: Input should be greater than 0" in text
+    assert "IRIS_API_BATCH_LIMIT: Input should be a valid integer" in text
