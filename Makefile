@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 RUN := $(UV) run --frozen
 
-.PHONY: help sync up down status test lint bench
+.PHONY: help sync up down status test lint bench bench-serving bench-tools
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
@@ -38,5 +38,14 @@ lint: sync  ## ruff, formatting and mypy (strict)
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 
-bench: sync  ## benchmarks: print numbers, no pass/fail
+bench: sync bench-tools  ## benchmarks (training, serving): print numbers, no pass/fail
 	$(RUN) python -m bench
+
+bench-serving: sync bench-tools  ## the serving benchmark alone (this API vs mlflow models serve)
+	$(RUN) python -m bench serving
+
+bench-tools:  # load generators from Debian's packages
+	@command -v wrk >/dev/null && command -v hey >/dev/null || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -qq wrk hey >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk hey); \
+	  else echo "the serving benchmark needs wrk and hey: sudo apt-get install wrk hey"; exit 1; fi

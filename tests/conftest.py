@@ -19,6 +19,7 @@ from tests.support import (
     ArchiveHandler,
     Registered,
     make_zip,
+    member_env,
     small_params,
     uci_lines,
 )
@@ -81,3 +82,9 @@ def registered(
         n_jobs=2,
     )
     return Registered(params, outcome, mlflow_url)
+
+
+@pytest.fixture(scope="session")
+def api_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The API's own environment, as its image installs it (no training stack, no MLflow)."""
+    return member_env("iris-api", tmp_path_factory.mktemp("api-env") / "venv")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 import subprocess
 import uuid
@@ -113,10 +114,33 @@ class Registered:
         return self.params.onnx_model_name
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def member_env(package: str, venv: Path) -> Path:
+    """What a member's image installs: `uv sync --package NAME --no-dev` into `venv`; its bin/."""
+    uv = os.environ.get("UV") or shutil.which("uv") or str(ROOT / "scripts" / "uv.sh")
+    sync = subprocess.run(
+        [uv, "sync", "--frozen", "--no-dev", "--package", package, "--no-editable"],
+        cwd=ROOT,
+        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_COMPILE_BYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if sync.returncode != 0:
+        raise RuntimeError(f"uv sync --package {package} failed:\n{sync.stderr}")
+    return venv / "bin"
+
+
 @contextlib.contextmanager
-def api_process(folder: Path, tracking_uri: str, model_name: str, **env: str) -> Iterator[str]:
-    """A real `iris-api` (uvicorn) on a free port; yields its base URL. HOME, the working
-    directory and TMPDIR are empty folders under `folder`, so a test can see what it wrote."""
+def api_process(
+    folder: Path, tracking_uri: str, model_name: str, bin_dir: Path | None = None, **env: str
+) -> Iterator[str]:
+    """A real `iris-api` (uvicorn) on a free port, from `bin_dir` (default: this environment);
+    yields its base URL. HOME, the working directory and TMPDIR are empty folders under
+    `folder`, so a test can see what the process wrote."""
     for name in ("home", "cwd", "tmp"):
         (folder / name).mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -132,5 +156,7 @@ def api_process(folder: Path, tracking_uri: str, model_name: str, **env: str) ->
         },
     )
     service.cwd = folder / "cwd"
+    if bin_dir is not None:
+        service.argv = [str(bin_dir / "iris-api")]
     with running(service, timeout_s=60):
         yield f"http://127.0.0.1:{port}"

@@ -4,6 +4,7 @@ registered by the training code, real onnxruntime on both sides of the compariso
 from __future__ import annotations
 
 import csv
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -49,12 +50,15 @@ def _samples(registry_metrics: str, name: str) -> dict[tuple[tuple[str, str], ..
 
 
 @pytest.fixture(scope="module")
-def api(registered: Registered, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def api(
+    registered: Registered, api_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("api")
     with api_process(
         folder,
         registered.tracking_uri,
         registered.model_name,
+        api_bin,
         IRIS_API_POLL_INTERVAL_S=str(POLL_S),
         IRIS_API_BATCH_LIMIT="50",
     ) as url:
@@ -227,8 +231,17 @@ def test_no_server_error_for_any_generated_request(api: str, mode: GenerationMod
         check()
 
 
+def test_the_api_environment_has_no_training_stack_and_no_mlflow(api_bin: Path) -> None:
+    def imports(module: str) -> bool:
+        check = [str(api_bin / "python"), "-c", f"import {module}"]
+        return subprocess.run(check, capture_output=True, check=False).returncode == 0
+
+    assert all(imports(m) for m in ("iris_api", "onnxruntime", "fastapi", "uvicorn"))
+    assert not any(imports(m) for m in ("mlflow", "sklearn", "skl2onnx", "pandas", "iris_training"))
+
+
 def test_starts_without_mlflow_then_follows_it_and_keeps_serving_once_it_is_gone(
-    tmp_path: Path, data_dir: Path
+    tmp_path: Path, data_dir: Path, api_bin: Path
 ) -> None:
     port = free_port()
     tracking = f"http://127.0.0.1:{port}"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +22,7 @@ from iris_core.registry import version_by_alias
 from iris_stack.services import free_port
 from iris_training.params import TrainParams
 from iris_training.train import Outcome, load_dataset, search, select_best, train
-from tests.support import small_params
+from tests.support import member_env, small_params
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -201,24 +199,13 @@ def test_training_member_runs_with_its_own_dependencies_only(
 ) -> None:
     """What the training image installs (`--package iris-training`, no dev group, so
     mlflow-skinny and no MLflow server) is enough to train, log and register."""
-    uv = os.environ.get("UV") or shutil.which("uv") or str(ROOT / "scripts" / "uv.sh")
-    venv = tmp_path / "venv"
-    sync = subprocess.run(
-        [uv, "sync", "--frozen", "--no-dev", "--package", "iris-training"],
-        cwd=ROOT,
-        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    assert sync.returncode == 0, sync.stderr
+    bin_dir = member_env("iris-training", tmp_path / "venv")
     has_server = subprocess.run(
-        [venv / "bin" / "python", "-c", "import flask"], capture_output=True, check=False
+        [bin_dir / "python", "-c", "import flask"], capture_output=True, check=False
     )
     assert has_server.returncode != 0  # the server's dependencies are not there
     p = small_params(hidden_layers=[2], epochs=[300])
-    result = _iris_train(tmp_path, _params_file(tmp_path, p), data_dir, mlflow_url, venv / "bin")
+    result = _iris_train(tmp_path, _params_file(tmp_path, p), data_dir, mlflow_url, bin_dir)
     assert result.returncode == 0, result.stderr
     assert (
         MlflowClient(mlflow_url).get_model_version_by_alias(p.onnx_model_name, "champion").version
