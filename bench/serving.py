@@ -5,6 +5,8 @@ scikit-learn flavour `IrisDev` with `--env-manager local` and its defaults other
 uvicorn worker each, one after the other, under the same load generators:
 
 - throughput: `wrk` (Debian package) with keep-alive connections, as fast as it can;
+- the API again with IRIS_API_FAST_PATH=false (FastAPI's routing for /predict), to show what
+  the fast path is worth;
 - fixed rate: `hey -q` (Debian package) at 500 requests/s on one connection, evenly spaced
   (hey's `-q` is per connection, so more connections would fire in bursts), latency per request
   from its CSV output.
@@ -202,6 +204,10 @@ def main(argv: list[str] | None = None) -> None:
                     [str(venv / "bin" / "iris-api")], env,
                     f"http://127.0.0.1:{port}/predict", OURS_BODY,
                 ),
+                "iris-api, no fast path": (
+                    [str(venv / "bin" / "iris-api")], {**env, "IRIS_API_FAST_PATH": "false"},
+                    f"http://127.0.0.1:{port}/predict", OURS_BODY,
+                ),
                 "mlflow models serve": (
                     [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{p.sklearn_model_name}@{p.alias}",
                      "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
@@ -223,21 +229,33 @@ def main(argv: list[str] | None = None) -> None:
                 finally:
                     stop(process)
 
-    ours, peer = results["iris-api"], results["mlflow models serve"]
-    print(f"\n{'load':<12} {'server':<20} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}   ratio (req/s)")
-    for load in ours:
-        for name, numbers in (("iris-api", ours[load]), ("mlflow models serve", peer[load])):
+    report(results, started, memory, installed_mb)
+
+
+def report(
+    results: dict[str, dict[str, Numbers]],
+    started: dict[str, float],
+    memory: dict[str, float],
+    installed_mb: float,
+) -> None:
+    peer = results["mlflow models serve"]
+    print(
+        f"\n{'load':<12} {'server':<24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}   vs peer (req/s)"
+    )
+    for load in results["iris-api"]:
+        for name, numbers in results.items():
+            row = numbers[load]
             ratio = (
-                f"{ours[load].rps / peer[load].rps:5.2f}x"
-                if name == "iris-api" and load.startswith("wrk")
+                f"{row.rps / peer[load].rps:5.2f}x"
+                if load.startswith("wrk") and name != "mlflow models serve"
                 else ""
             )
             print(
-                f"{load:<12} {name:<20} {numbers.rps:9.0f} {numbers.p50_ms:8.2f} {numbers.p99_ms:8.2f}   {ratio}"
+                f"{load:<12} {name:<24} {row.rps:9.0f} {row.p50_ms:8.2f} {row.p99_ms:8.2f}   {ratio}"
             )
     print("\ngoals: req/s >= 5x the peer's; p99 < 5 ms at 500 req/s")
-    for name in servers:
+    for name in results:
         print(
-            f"{name:<20} ready after {started[name]:5.1f} s, RSS after the load {memory[name]:6.0f} MB"
+            f"{name:<24} ready after {started[name]:5.1f} s, RSS after the load {memory[name]:6.0f} MB"
         )
     print(f"iris-api environment (uv sync --package iris-api --no-dev): {installed_mb:.0f} MB")
