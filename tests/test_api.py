@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +118,11 @@ def test_malformed_json_and_wrong_content_type_get_clear_4xx(client: TestClient)
     assert "application/json" in form.json()["detail"]
     empty = client.post("/predict", content=b"", headers=JSON)
     assert empty.status_code == 422
+
+
+def test_an_oversized_body_is_refused_with_413(client: TestClient) -> None:
+    huge = b'{"sepal_length": ' + b" " * (2 * 2**20) + b"5.1}"
+    assert client.post("/predict", content=huge, headers=JSON).status_code == 413
 
 
 def test_batch_limits(client: TestClient) -> None:
@@ -298,3 +306,43 @@ def test_bad_settings_name_their_variable(monkeypatch: pytest.MonkeyPatch) -> No
     text = describe(e.value)
     assert "IRIS_API_POLL_INTERVAL_S: Input should be greater than 0" in text
     assert "IRIS_API_BATCH_LIMIT: Input should be a valid integer" in text
+
+
+class Portal(BaseHTTPRequestHandler):
+    """What a captive portal or a misrouted proxy answers: 200 and a web page, for anything."""
+
+    def do_GET(self) -> None:
+        page = b"<html><body>Please sign in</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_registry_answering_web_pages_leaves_the_api_live_not_ready_and_following() -> None:
+    portal = ThreadingHTTPServer(("127.0.0.1", 0), Portal)
+    threading.Thread(target=portal.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{portal.server_address[1]}"
+        app = create_app(ApiSettings(tracking_uri=url, poll_interval_s=0.2))
+        with TestClient(app) as client:
+            time.sleep(1)  # several checks, each failing
+            ready = client.get("/v2/health/ready")
+            assert ready.status_code == 503
+            assert "non-JSON" in ready.json()["reason"]
+            assert client.get("/v2/health/live").status_code == 200
+            follower: ModelFollower = app.state.follower
+            assert follower._task is not None
+            assert not follower._task.done()  # still following
+            errors = [
+                line for line in client.get("/metrics").text.splitlines()
+                if line.startswith("iris_registry_errors_total")
+            ]  # fmt: skip
+            assert float(errors[0].split()[1]) >= 3
+    finally:
+        portal.shutdown()
+        portal.server_close()

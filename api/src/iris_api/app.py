@@ -47,6 +47,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         version=package_version("iris-api"),
         description=DESCRIPTION,
         lifespan=lifespan,
+        # A full batch is about 100 bytes a row; anything far larger is refused with 413.
+        max_body_size=max(2**20, settings.batch_limit * 1024),
     )
     app.state.settings = settings
     app.state.follower = follower

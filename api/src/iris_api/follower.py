@@ -49,6 +49,11 @@ class ModelFollower:
             return False
         if self.current is not None and self.current.version.version == found.version:
             return False
+        if found.status != "READY":
+            log.info(
+                "%s version %s is %s: not loading it yet", found.name, found.version, found.status
+            )
+            return False
         try:
             predictor = load(self._registry, found, s.ort_threads, self.metrics)
         except (RegistryError, ModelError) as e:
@@ -72,13 +77,19 @@ class ModelFollower:
         return True
 
     async def _check(self) -> bool:
-        """One check off the event loop; False when it failed (logged, counted)."""
+        """One check off the event loop; False when it failed (logged, counted). Never raises:
+        the follower must outlive any surprise, or the service would silently stop following."""
         try:
             await asyncio.to_thread(self.refresh)
         except (RegistryError, ModelError) as e:
             if self.current is None:
                 self.reason = str(e)
             log.warning("registry check failed: %s", e)
+            return False
+        except Exception as e:
+            if self.current is None:
+                self.reason = f"unexpected error while loading the model: {e!r}"
+            log.exception("registry check failed unexpectedly")
             return False
         return True
 

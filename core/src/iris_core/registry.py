@@ -28,6 +28,8 @@ class AliasedVersion:
     alias: str
     run_id: str
     tags: dict[str, str] = field(default_factory=dict)
+    #: READY once its files are in place (PENDING_REGISTRATION or FAILED_REGISTRATION before).
+    status: str = "READY"
 
 
 class Registry:
@@ -49,7 +51,7 @@ class Registry:
     def version(self, name: str, alias: str) -> AliasedVersion | None:
         """The version of `name` that carries `alias` (`latest`: the newest), or None."""
         if alias == LATEST:
-            answer = self._get(
+            body = self._json(
                 "/api/2.0/mlflow/model-versions/search",
                 params={
                     "filter": f"name='{_quote(name)}'",
@@ -57,21 +59,21 @@ class Registry:
                     "max_results": 1,
                 },
             )
-            found = answer.json().get("model_versions", []) if answer is not None else []
+            found = (body or {}).get("model_versions", [])
             return _aliased(found[0], alias) if found else None
-        answer = self._get(
+        body = self._json(
             "/api/2.0/mlflow/registered-models/alias", params={"name": name, "alias": alias}
         )
-        return None if answer is None else _aliased(answer.json()["model_version"], alias)
+        return None if body is None else _aliased(body.get("model_version"), alias)
 
     def download_uri(self, name: str, version: str) -> str:
-        answer = self._get(
+        body = self._json(
             "/api/2.0/mlflow/model-versions/get-download-uri",
             params={"name": name, "version": version},
         )
-        if answer is None:
-            raise RegistryError(f"{name} version {version} is not in the registry")
-        return str(answer.json()["artifact_uri"])
+        if body is None or not isinstance(body.get("artifact_uri"), str):
+            raise RegistryError(f"{name} version {version} has no artifact location")
+        return str(body["artifact_uri"])
 
     def artifact(self, artifact_uri: str, path: str) -> bytes:
         """One file below `artifact_uri` (an `mlflow-artifacts:` URI), through the proxy."""
@@ -87,6 +89,18 @@ class Registry:
         if answer is None:
             raise RegistryError(f"{artifact_uri}/{path} does not exist")
         return answer.content
+
+    def _json(self, url: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        answer = self._get(url, params)
+        if answer is None:
+            return None
+        try:
+            body = answer.json()
+        except ValueError as e:
+            raise RegistryError(f"MLflow at {self.tracking_uri} sent non-JSON for {url}") from e
+        if not isinstance(body, dict):
+            raise RegistryError(f"MLflow at {self.tracking_uri} sent {body!r} for {url}")
+        return body
 
     def _get(self, url: str, params: dict[str, Any] | None = None) -> httpx.Response | None:
         """The answer, or None for "no such thing"; RegistryError for everything else."""
@@ -112,13 +126,16 @@ def version_by_alias(
         return registry.version(name, alias)
 
 
-def _aliased(mv: dict[str, Any], alias: str) -> AliasedVersion:
+def _aliased(mv: Any, alias: str) -> AliasedVersion:
+    if not isinstance(mv, dict) or "name" not in mv or "version" not in mv:
+        raise RegistryError(f"unexpected model version in MLflow's answer: {mv!r}")
     return AliasedVersion(
         name=str(mv["name"]),
         version=str(mv["version"]),
         alias=alias,
         run_id=str(mv.get("run_id", "")),
         tags={t["key"]: t["value"] for t in mv.get("tags", [])},
+        status=str(mv.get("status", "READY")),
     )
 
 
