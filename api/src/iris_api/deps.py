@@ -17,7 +17,6 @@ from pydantic import BaseModel, ValidationError
 from iris_api.errors import NotReady, UnsupportedMediaType
 from iris_api.follower import ModelFollower
 from iris_api.model import Predictor
-from iris_api.settings import ApiSettings
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -39,7 +38,8 @@ async def parse(request: Request, model: type[M]) -> M:
 
 
 def body_schema(model: type[BaseModel], examples: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`openapi_extra` documenting a JSON body of `model` (`app.BODY_MODELS` lists it)."""
+    """`openapi_extra` documenting a JSON body of `model` (`create_app` puts the model's schema
+    into the OpenAPI components, since no route parameter brings it there)."""
     media: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
     if examples:
         media["examples"] = examples
@@ -58,11 +58,6 @@ def serving(follower: ModelFollower) -> Predictor:
     return model
 
 
-async def _settings(request: Request) -> ApiSettings:
-    settings: ApiSettings = request.app.state.settings
-    return settings
-
-
 async def _follower(request: Request) -> ModelFollower:
     follower: ModelFollower = request.app.state.follower
     return follower
@@ -72,6 +67,5 @@ async def _predictor(request: Request) -> Predictor:
     return predictor(request)
 
 
-SettingsDep = Annotated[ApiSettings, Depends(_settings)]
 FollowerDep = Annotated[ModelFollower, Depends(_follower)]
 PredictorDep = Annotated[Predictor, Depends(_predictor)]
