@@ -16,7 +16,7 @@ from iris_api import errors
 from iris_api.fastpath import PredictFastPath
 from iris_api.follower import ModelFollower
 from iris_api.metrics import REQUEST_BUCKETS, Metrics
-from iris_api.routes import model, predict, v2
+from iris_api.routes import docs, model, predict, v2
 from iris_api.schemas import PredictInput, V2InferRequest, batch_input
 from iris_api.settings import ApiSettings
 
@@ -47,12 +47,15 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         version=package_version("iris-api"),
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # routes.docs serves Swagger UI without a CDN
+        redoc_url=None,
         # A full batch is about 100 bytes a row; anything far larger is refused with 413.
         max_body_size=max(2**20, settings.batch_limit * 1024),
     )
     app.state.settings = settings
     app.state.follower = follower
     app.state.metrics = metrics
+    docs.install(app)
     app.include_router(predict.router(settings.batch_limit))
     app.include_router(model.router)
     app.include_router(v2.router(settings.v2_model_name, settings.batch_limit))

@@ -52,11 +52,24 @@ class Prediction(BaseModel):
     probabilities: dict[str, float] = Field(description="by class name; they sum to 1")
 
 
+_ANSWER: dict[str, JsonValue] = {
+    "class_name": "Iris-setosa",
+    "class_index": 0,
+    "probabilities": {"Iris-setosa": 0.998785, "Iris-versicolor": 0.001215, "Iris-virginica": 0.0},
+}
+
+
 class PredictOutput(Prediction):
+    model_config = ConfigDict(json_schema_extra={"examples": [_ANSWER | {"model_version": "3"}]})
+
     model_version: str = Field(description="registry version of the model that answered")
 
 
 class BatchOutput(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"predictions": [_ANSWER], "model_version": "3"}]}
+    )
+
     predictions: list[Prediction]
     model_version: str
 
