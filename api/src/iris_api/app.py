@@ -55,10 +55,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.follower = follower
     app.state.metrics = metrics
-    docs.install(app)
     app.include_router(predict.router(settings.batch_limit))
     app.include_router(model.router)
     app.include_router(v2.router(settings.v2_model_name, settings.batch_limit))
+    docs.install(app)  # after the API routes: they are matched first
     _document_bodies(app, [PredictInput, batch_input(settings.batch_limit), V2InferRequest])
     errors.install(app)
     if settings.fast_path:
