@@ -206,6 +206,8 @@ def test_open_inference_protocol_bad_tensors(
     answer = client.post("/v2/models/iris/infer", json=body)
     assert answer.status_code == 422, answer.text
     assert loc in _loc(answer)
+    # The protocol's error shape, for its clients: one string naming the field.
+    assert ".".join(str(part) for part in loc[1:]) in answer.json()["error"]
 
 
 def test_docs_examples_are_rows_of_the_test_set(data_dir: Path, client: TestClient) -> None:

@@ -52,23 +52,35 @@ class Answer:
         return Response(self.body, self.status, self.headers, media_type="application/json")
 
 
-def answer(exc: RequestValidationError | NotReady | UnsupportedMediaType) -> Answer:
+def answer(
+    exc: RequestValidationError | NotReady | UnsupportedMediaType, inference_protocol: bool = False
+) -> Answer:
+    """The answer to a known error. FastAPI's shape (`detail`); with `inference_protocol`, also
+    the Open Inference Protocol's `{"error": "..."}`, which its clients read."""
+    headers: dict[str, str] = {}
     if isinstance(exc, RequestValidationError):
+        status = 422
         # orjson writes a NaN or infinite input as null (the stock handler crashes on it).
         errors = jsonable_encoder([_error(e) for e in exc.errors()])
-        return Answer(422, orjson.dumps({"detail": errors}))
-    if isinstance(exc, NotReady):
-        return Answer(
-            503,
-            orjson.dumps({"detail": f"no model loaded: {exc.reason}"}),
-            {"Retry-After": str(max(1, round(exc.retry_after_s)))},
-        )
-    return Answer(
-        415,
-        orjson.dumps(
-            {"detail": f"send JSON (Content-Type: application/json), not {exc.content_type!r}"}
-        ),
-    )
+        body: dict[str, object] = {"detail": errors}
+        summary = "; ".join(f"{_where(e['loc'])}: {e['msg']}" for e in errors)
+    elif isinstance(exc, NotReady):
+        status = 503
+        summary = f"no model loaded: {exc.reason}"
+        body = {"detail": summary}
+        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    else:
+        status = 415
+        summary = f"send JSON (Content-Type: application/json), not {exc.content_type!r}"
+        body = {"detail": summary}
+    if inference_protocol:
+        body["error"] = summary
+    return Answer(status, orjson.dumps(body), headers)
+
+
+def _where(loc: list[object]) -> str:
+    """`inputs.0.data.3` for ["body", "inputs", 0, "data", 3]."""
+    return ".".join(str(part) for part in loc[1:]) or "body"
 
 
 def _error(error: dict[str, object]) -> dict[str, object]:
@@ -82,7 +94,7 @@ def _error(error: dict[str, object]) -> dict[str, object]:
 def install(app: FastAPI) -> None:
     async def known(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, KNOWN)  # noqa: S101 (registered for these types only)
-        return answer(exc).response()
+        return answer(exc, request.url.path.startswith("/v2/")).response()
 
     for kind in KNOWN:
         app.add_exception_handler(kind, known)
