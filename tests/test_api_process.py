@@ -240,6 +240,21 @@ def test_the_api_environment_has_no_training_stack_and_no_mlflow(api_bin: Path) 
     assert not any(imports(m) for m in ("mlflow", "sklearn", "skl2onnx", "pandas", "iris_training"))
 
 
+def test_a_bad_setting_stops_iris_api_naming_the_variable(api_bin: Path) -> None:
+    result = subprocess.run(
+        [str(api_bin / "iris-api")],
+        env={"PATH": "/usr/bin:/bin", "IRIS_API_PORT": "http", "IRIS_API_ORT_THREADS": "0"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "IRIS_API_PORT: Input should be a valid integer" in result.stderr
+    assert "IRIS_API_ORT_THREADS: Input should be greater than or equal to 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_starts_without_mlflow_then_follows_it_and_keeps_serving_once_it_is_gone(
     tmp_path: Path, data_dir: Path, api_bin: Path
 ) -> None:
