@@ -18,7 +18,7 @@ from iris_core.registry import AliasedVersion, Registry, RegistryError
 
 #: What the models output (skl2onnx, zipmap off), in this order.
 OUTPUT_NAMES = ["label", "probabilities"]
-#: The known input every new model must get right before it is served.
+#: The known input every new model is checked on before it is served (one test-set row a class).
 PROBE = np.array(list(EXAMPLES.values()), dtype=np.float32)
 
 
@@ -32,7 +32,7 @@ class Outputs:
     probabilities: npt.NDArray[np.float32]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Predictor:
     """An immutable model plus the metric children it feeds; swapped whole, never mutated."""
 
