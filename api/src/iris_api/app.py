@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from iris_api import errors
 from iris_api.fastpath import PredictFastPath
 from iris_api.follower import ModelFollower
+from iris_api.limits import BodyLimit
 from iris_api.metrics import REQUEST_BUCKETS, Metrics
 from iris_api.routes import docs, model, predict, v2
 from iris_api.schemas import PredictInput, V2InferRequest, batch_input
@@ -49,8 +50,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # routes.docs serves Swagger UI without a CDN
         redoc_url=None,
-        # A full batch is about 100 bytes a row; anything far larger is refused with 413.
-        max_body_size=max(2**20, settings.batch_limit * 1024),
     )
     app.state.settings = settings
     app.state.follower = follower
@@ -64,6 +63,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     if settings.fast_path:
         # Added before the instrumentator, so it runs inside it: counted and timed as usual.
         app.add_middleware(PredictFastPath, follower=follower)
+    # A full batch is about 100 bytes a row; anything far larger is refused with 413.
+    app.add_middleware(BodyLimit, limit=max(2**20, settings.batch_limit * 1024))
     Instrumentator(registry=metrics.registry, excluded_handlers=["/metrics"]).instrument(
         app, latency_highr_buckets=REQUEST_BUCKETS
     ).expose(app, include_in_schema=False)
