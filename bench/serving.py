@@ -23,12 +23,10 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,40 +117,6 @@ def du_mb(path: Path) -> float:
     )
 
 
-def wait_for(url: str, timeout_s: float, body: str | None = None) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        try:
-            request = urllib.request.Request(  # noqa: S310 (loopback)
-                url,
-                data=body.encode() if body else None,
-                headers={"Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=2) as r:  # noqa: S310 (loopback)
-                if r.status == 200:
-                    return time.monotonic() - start
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout_s} s")
-
-
-def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as f:
-        return subprocess.Popen(
-            argv, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench serving", description=__doc__)
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 4, 64])
@@ -163,23 +127,24 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         sys.exit(f"serving benchmark needs {' and '.join(missing)}: apt-get install wrk hey")
 
-    from iris_stack.services import free_port, mlflow_server, running  # noqa: PLC0415
+    from iris_stack.services import (  # noqa: PLC0415
+        Service,
+        api_server,
+        free_port,
+        mlflow_server,
+        ready_url,
+        running,
+    )
     from iris_training.params import load_params  # noqa: PLC0415
     from iris_training.train import train  # noqa: PLC0415
-    from tests.support import copy_pipeline  # noqa: PLC0415
+    from tests.support import copy_pipeline, member_env  # noqa: PLC0415
 
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    uv = os.environ.get("UV") or shutil.which("uv") or str(ROOT / ".tools" / "uv" / "bin" / "uv")
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        venv = tmp / "api-venv"
-        subprocess.run(
-            [uv, "sync", "--frozen", "--no-dev", "--package", "iris-api", "--no-editable", "-q"],
-            cwd=ROOT, env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_COMPILE_BYTECODE": "1"},
-            check=True,
-        )  # fmt: skip
-        installed_mb = du_mb(venv)
+        api_bin = member_env("iris-api", tmp / "api-venv")
+        installed_mb = du_mb(tmp / "api-venv")
         with running(mlflow_server(tmp / "mlflow", free_port())) as mlflow:
             tracking = mlflow.health_url.removesuffix("/health")
             project = copy_pipeline(ROOT, tmp / "project")
@@ -197,37 +162,40 @@ def main(argv: list[str] | None = None) -> None:
             memory: dict[str, float] = {}
             started: dict[str, float] = {}
             port = free_port()
-            env = {**os.environ, "IRIS_API_PORT": str(port), "IRIS_API_TRACKING_URI": tracking,
-                   "ORT_DISABLE_TELEMETRY": "1"}  # fmt: skip
-            servers = {
-                "iris-api": (
-                    [str(venv / "bin" / "iris-api")], env,
-                    f"http://127.0.0.1:{port}/predict", OURS_BODY,
-                ),
-                "iris-api, no fast path": (
-                    [str(venv / "bin" / "iris-api")], {**env, "IRIS_API_FAST_PATH": "false"},
-                    f"http://127.0.0.1:{port}/predict", OURS_BODY,
-                ),
-                "mlflow models serve": (
-                    [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{p.sklearn_model_name}@{p.alias}",
-                     "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                    {**os.environ, "MLFLOW_TRACKING_URI": tracking,
+            ours = f"http://127.0.0.1:{port}/predict"
+            peer = Service(
+                name="mlflow models serve",
+                argv=[str(BIN / "mlflow"), "models", "serve", "-m",
+                      f"models:/{p.sklearn_model_name}@{p.alias}", "--env-manager", "local",
+                      "-h", "127.0.0.1", "-p", str(port)],
+                health_url=f"http://127.0.0.1:{port}/ping",  # answers once the model is loaded
+                log_path=tmp / "peer.log",
+                env={"MLFLOW_TRACKING_URI": tracking,
                      "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
-                    f"http://127.0.0.1:{port}/invocations", PEER_BODY,
+            )  # fmt: skip
+            servers = {
+                "iris-api": (api_server(port, tracking, tmp / "api.log", bin_dir=api_bin),
+                             ours, OURS_BODY),
+                "iris-api, no fast path": (
+                    api_server(port, tracking, tmp / "api-route.log", bin_dir=api_bin,
+                               env={"IRIS_API_FAST_PATH": "false"}),
+                    ours, OURS_BODY,
                 ),
+                "mlflow models serve": (peer, f"http://127.0.0.1:{port}/invocations", PEER_BODY),
             }  # fmt: skip
-            for name, (cmd, server_env, url, body) in servers.items():
-                process = start(cmd, server_env, tmp / f"{name}.log")
-                try:
-                    started[name] = wait_for(url, 120, body)
+            for name, (service, url, body) in servers.items():
+                begin = time.perf_counter()
+                with running(service) as server:
+                    if server.name == "api":
+                        server.wait_healthy(120, url=ready_url(server))
+                    started[name] = time.perf_counter() - begin
                     wrk(url, body, 16, 3)  # warm-up, not counted
                     results[name] = {
                         f"wrk -c{c}": wrk(url, body, c, args.seconds) for c in args.connections
                     }
                     results[name][f"{args.rate}/s"] = fixed_rate(url, body, args.rate, args.seconds)
-                    memory[name] = rss_mb(process.pid)
-                finally:
-                    stop(process)
+                    assert server.process is not None
+                    memory[name] = rss_mb(server.process.pid)
 
     report(results, started, memory, installed_mb)
 

@@ -154,9 +154,8 @@ def api_process(
             "TMPDIR": str(folder / "tmp"),
             **env,
         },
+        bin_dir=bin_dir,
+        cwd=folder / "cwd",
     )
-    service.cwd = folder / "cwd"
-    if bin_dir is not None:
-        service.argv = [str(bin_dir / "iris-api")]
     with running(service, timeout_s=60):
         yield f"http://127.0.0.1:{port}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +24,7 @@ from iris_stack.services import (
     api_server,
     bin_path,
     mlflow_server,
+    ready_url,
     stop_group,
 )
 from iris_stack.settings import StackSettings
@@ -131,16 +131,10 @@ def _start_api(settings: StackSettings) -> None:
     )
     try:
         typer.echo(ensure_running(settings, api), err=True)
+        api.wait_healthy(settings.start_timeout_s, url=ready_url(api))
     except ServiceError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(1) from e
-    ready = f"{settings.api_url}/v2/health/ready"
-    deadline = time.monotonic() + settings.start_timeout_s
-    while not answers(ready):
-        if time.monotonic() > deadline:
-            typer.echo(f"the API answers but has no model yet: see {ready}", err=True)
-            raise typer.Exit(1)
-        time.sleep(0.25)
 
 
 def _print_summary(settings: StackSettings, versions: list[AliasedVersion | None]) -> None:

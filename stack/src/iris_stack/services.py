@@ -68,19 +68,22 @@ class Service:
             )
         return self.process.pid
 
-    def wait_healthy(self, timeout_s: float) -> None:
+    def wait_healthy(self, timeout_s: float, url: str | None = None) -> None:
+        """Until `url` (default: the health URL) answers 2xx; ServiceError with the log's tail
+        if the process exits first or the time runs out."""
+        url = url or self.health_url
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise ServiceError(
                     f"{self.name} exited with code {self.process.returncode} before answering "
-                    f"{self.health_url}; last lines of {self.log_path}:\n{tail(self.log_path)}"
+                    f"{url}; last lines of {self.log_path}:\n{tail(self.log_path)}"
                 )
-            if answers(self.health_url):
+            if answers(url):
                 return
             time.sleep(0.25)
         raise ServiceError(
-            f"{self.name} did not answer {self.health_url} within {timeout_s:.0f} s; "
+            f"{self.name} did not answer {url} within {timeout_s:.0f} s; "
             f"last lines of {self.log_path}:\n{tail(self.log_path)}"
         )
 
@@ -172,12 +175,14 @@ def api_server(
     log_path: Path,
     host: str = LOOPBACK,
     env: Mapping[str, str] | None = None,
+    bin_dir: Path | None = None,
+    cwd: Path | None = None,
 ) -> Service:
-    """The prediction API (`iris-api`: uvicorn, one worker). Healthy = live; ready comes once
-    it has loaded a model (`/v2/health/ready`)."""
+    """The prediction API (`iris-api` from `bin_dir`, default this environment: uvicorn, one
+    worker). Healthy = live; ready comes once it has loaded a model (`ready_url`)."""
     return Service(
         name="api",
-        argv=[bin_path("iris-api")],
+        argv=[str(bin_dir / "iris-api") if bin_dir else bin_path("iris-api")],
         health_url=f"http://{host}:{port}/v2/health/live",
         log_path=log_path,
         env={
@@ -187,7 +192,13 @@ def api_server(
             "ORT_DISABLE_TELEMETRY": "1",
             **(env or {}),
         },
+        cwd=cwd,
     )
+
+
+def ready_url(api: Service) -> str:
+    """The API's readiness probe: 200 once a model is loaded."""
+    return api.health_url.replace("/v2/health/live", "/v2/health/ready")
 
 
 @contextlib.contextmanager
