@@ -123,6 +123,9 @@ def test_malformed_json_and_wrong_content_type_get_clear_4xx(client: TestClient)
 def test_an_oversized_body_is_refused_with_413(client: TestClient) -> None:
     huge = b'{"sepal_length": ' + b" " * (2 * 2**20) + b"5.1}"
     assert client.post("/predict", content=huge, headers=JSON).status_code == 413
+    # Without Content-Length (chunked), the body is counted as it arrives.
+    chunks = iter([b" " * 2**20, b" " * 2**20])
+    assert client.post("/predict", content=chunks, headers=JSON).status_code == 413
 
 
 def test_batch_limits(client: TestClient) -> None:

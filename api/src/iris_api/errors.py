@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.types import Send
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,16 @@ class Answer:
 
     def response(self) -> Response:
         return Response(self.body, self.status, self.headers, media_type="application/json")
+
+    async def send(self, send: Send) -> None:
+        """Straight to ASGI, for the layers that answer before FastAPI (fast path, body limit)."""
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.body)).encode()),
+            *((k.lower().encode(), v.encode()) for k, v in self.headers.items()),
+        ]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 def answer(

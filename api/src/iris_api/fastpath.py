@@ -49,10 +49,4 @@ class PredictFastPath:
             out = Answer(200, orjson.dumps(predict_one(flower, serving(self.follower))))
         except KNOWN as exc:
             out = answer(exc)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(out.body)).encode()),
-            *((k.lower().encode(), v.encode()) for k, v in out.headers.items()),
-        ]
-        await send({"type": "http.response.start", "status": out.status, "headers": headers})
-        await send({"type": "http.response.body", "body": out.body})
+        await out.send(send)

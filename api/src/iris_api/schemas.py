@@ -45,6 +45,10 @@ class PredictInput(BaseModel):
     petal_length: Measurement
     petal_width: Measurement
 
+    def row(self) -> tuple[float, float, float, float]:
+        """The measurements in the models' input order (`iris_core.FEATURES`)."""
+        return (self.sepal_length, self.sepal_width, self.petal_length, self.petal_width)
+
 
 class Prediction(BaseModel):
     class_name: Literal[CLASS_NAMES]  # type: ignore[valid-type]
