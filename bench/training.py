@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from iris_stack.services import free_port, mlflow_server, running  # noqa: PLC0415
     from iris_training.params import load_params  # noqa: PLC0415
-    from iris_training.train import _log_best, load_dataset, search, select_best  # noqa: PLC0415
+    from iris_training.train import load_dataset, log_models, search, select_best  # noqa: PLC0415
     from tests.support import copy_pipeline  # noqa: PLC0415
 
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
@@ -93,6 +93,6 @@ def main(argv: list[str] | None = None) -> None:
         with mlflow.start_run(experiment_id=experiment_id, run_name="best"):
             start = time.perf_counter()
             predicted = best.model.predict(data.x_test)
-            _log_best(best, data, predicted, float((predicted == data.y_test).mean()))
+            log_models(best.model, data, predicted, float((predicted == data.y_test).mean()))
             took = time.perf_counter() - start
         print(f"MLflow best run (figure + sklearn + ONNX models): {took:6.2f} s")

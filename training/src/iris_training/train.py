@@ -258,19 +258,24 @@ def _data_tags(data: Dataset) -> dict[str, str]:
     return {f"dvc.md5.{name}": md5 for name, md5 in data.md5.items()}
 
 
-def _log_best(
-    best: FitResult, data: Dataset, predicted: np.ndarray, test_accuracy: float
+#: Where a run keeps the data its model was trained and tested on (train.csv, test.csv,
+#: classes.json; a few KB): a fine-tune reads them from the champion's run, needing no data files.
+DATA_ARTIFACTS = "data"
+DATA_FILES = ("train.csv", "test.csv", "classes.json")
+
+
+def log_models(
+    model: MLPClassifier, data: Dataset, predicted: np.ndarray, test_accuracy: float
 ) -> tuple[ModelInfo, ModelInfo]:
-    """In the active (best) run: test metrics, confusion matrix, both models. Returns the
-    scikit-learn and ONNX ModelInfo. Refuses an ONNX export that disagrees with scikit-learn."""
+    """In the active run: test metrics, confusion matrix, both models. Returns the scikit-learn
+    and ONNX ModelInfo. Refuses an ONNX export that disagrees with scikit-learn."""
     cm = confusion_matrix(data.y_test, predicted, labels=np.arange(len(data.classes)))
     mlflow.log_metric("test_accuracy", test_accuracy)
     mlflow.log_figure(_confusion_figure(cm, data.classes), "confusion_matrix.png")
     mlflow.log_dict({"labels": data.classes, "matrix": cm.tolist()}, "confusion_matrix.json")
-    mlflow.set_tag("best", "true")
 
     x32 = data.x_test.astype(np.float32)
-    onx = to_onnx(best.model, data.classes)
+    onx = to_onnx(model, data.classes)
     session = onnxruntime.InferenceSession(
         onx.SerializeToString(), providers=["CPUExecutionProvider"]
     )
@@ -281,7 +286,7 @@ def _log_best(
         )
     meta = {"class_names": data.classes, "features": list(FEATURES)}
     sk_info = mlflow.sklearn.log_model(
-        best.model,
+        model,
         name="sklearn_model",
         signature=infer_signature(data.x_test, predicted),
         pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"],
@@ -299,6 +304,27 @@ def _log_best(
     return sk_info, onnx_info
 
 
+def log_data(data_dir: Path) -> None:
+    """The model's data files, into the active run under `data/`."""
+    for name in DATA_FILES:
+        mlflow.log_artifact(str(data_dir / name), DATA_ARTIFACTS)
+
+
+def register_versions(
+    client: MlflowClient, model_uris: dict[str, str], tags: dict[str, str], alias: str | None
+) -> dict[str, str]:
+    """A new version of each registered model (name -> logged model URI), tagged; `alias`
+    moves to them when given. Returns name -> version."""
+    versions = {
+        name: str(mlflow.register_model(uri, name, tags=tags).version)
+        for name, uri in model_uris.items()
+    }
+    if alias:
+        for name, version in versions.items():
+            client.set_registered_model_alias(name, alias, version)
+    return versions
+
+
 def _register(
     client: MlflowClient,
     p: TrainParams,
@@ -312,14 +338,8 @@ def _register(
         "epochs": str(best.point.epochs),
         "hidden_layers": str(best.point.hidden_layers),
     }
-    versions = {
-        name: str(mlflow.register_model(uri, name, tags=tags).version)
-        for name, uri in model_uris.items()
-    }
     champion = test_accuracy >= p.accuracy_threshold
-    if champion:
-        for name, version in versions.items():
-            client.set_registered_model_alias(name, p.alias, version)
+    versions = register_versions(client, model_uris, tags, p.alias if champion else None)
     return versions, champion
 
 
@@ -364,7 +384,9 @@ def train(
             test_accuracy,
         )
         with mlflow.start_run(run_id=run_ids[best.point], nested=True):
-            sk_info, onnx_info = _log_best(best, data, predicted, test_accuracy)
+            mlflow.set_tag("best", "true")
+            log_data(data_dir)
+            sk_info, onnx_info = log_models(best.model, data, predicted, test_accuracy)
         mlflow.log_metrics(
             {
                 "best_val_log_loss": best.val_log_loss,
