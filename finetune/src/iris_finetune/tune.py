@@ -1,0 +1,264 @@
+"""Fine-tune the champion on the feedback: plain functions, no Prefect (the flow wraps them).
+
+The champion's scikit-learn model (`IrisDev@champion`) continues training with `warm_start`,
+`max_iter` + 5 and a tenth of its learning rate, on its own training rows (weight 0.7) plus
+the feedback rows (weight 1.0). Its data come from the champion's run (`data/`), so a fine-tune
+needs no files of its own. The result is tracked in MLflow and, if its test accuracy is above
+the threshold, registered as new versions of both models, which take the alias.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import mlflow.artifacts
+import mlflow.sklearn
+import numpy as np
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score
+from sklearn.neural_network import MLPClassifier
+
+from iris_core import FEATURES
+from iris_finetune.settings import FinetuneSettings
+from iris_finetune.store import Feedback
+from iris_training.data import DataError
+from iris_training.train import (
+    DATA_ARTIFACTS,
+    Dataset,
+    check_tracking_server,
+    load_dataset,
+    log_data,
+    log_models,
+    register_versions,
+)
+
+log = logging.getLogger(__name__)
+
+#: Tags on the fine-tune run and on the versions it registers.
+PARENT_VERSION = "parent_version"
+FEEDBACK_ROWS = "feedback_rows"
+
+
+class TuneError(RuntimeError):
+    """A fine-tune could not run: no champion, no data in its run, MLflow unreachable."""
+
+
+@dataclass(frozen=True, slots=True)
+class TuneOutcome:
+    rows: int
+    run_id: str
+    parent_versions: dict[str, str]  # registered model name -> champion version tuned from
+    test_accuracy: float
+    parent_test_accuracy: float
+    registered: dict[str, str]  # name -> new version; empty when not registered
+    reason: str  # why it was or was not registered
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def champion(client: MlflowClient, name: str, alias: str) -> ModelVersion:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as e:
+        raise TuneError(f"no version of {name!r} has the alias {alias!r}: {e.message}") from e
+
+
+def champion_rows(client: MlflowClient, name: str, alias: str) -> int:
+    """How many feedback rows the current champion was tuned on (0 for a trained one)."""
+    return int(champion(client, name, alias).tags.get(FEEDBACK_ROWS, "0"))
+
+
+def parent_data(version: ModelVersion, folder: Path) -> Dataset:
+    """Train/test/classes the champion was made from, downloaded from its run."""
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=version.run_id, artifact_path=DATA_ARTIFACTS, dst_path=str(folder)
+        )
+        return load_dataset(Path(local))
+    except (MlflowException, OSError, DataError) as e:
+        raise TuneError(
+            f"{version.name} version {version.version} (run {version.run_id}) has no usable "
+            f"'{DATA_ARTIFACTS}/' artifacts ({e}): retrain it with the current training code"
+        ) from e
+
+
+def feedback_arrays(rows: list[Feedback], classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    x = np.array([r.measurements for r in rows], dtype=np.float64).reshape(-1, len(FEATURES))
+    y = np.array([classes.index(r.class_name) for r in rows], dtype=np.int64)
+    return x, y
+
+
+def warm_start(
+    model: MLPClassifier,
+    data: Dataset,
+    feedback: tuple[np.ndarray, np.ndarray],
+    settings: FinetuneSettings,
+) -> MLPClassifier:
+    """Continue training `model` (in place) on train + feedback rows, weighted."""
+    x = np.vstack([data.x_train, feedback[0]])
+    y = np.concatenate([data.y_train, feedback[1]])
+    weights = np.concatenate(
+        [
+            np.full(len(data.y_train), settings.original_weight),
+            np.full(len(feedback[1]), settings.feedback_weight),
+        ]
+    )
+    model.set_params(
+        max_iter=model.max_iter + settings.extra_iterations,
+        learning_rate_init=model.learning_rate_init / settings.learning_rate_divisor,
+        warm_start=True,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x, y, sample_weight=weights)
+    return model
+
+
+def _write_feedback_csv(path: Path, rows: list[Feedback]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*FEATURES, "class_name"])
+        writer.writerows([*r.measurements, r.class_name] for r in rows)
+
+
+def fine_tune(
+    settings: FinetuneSettings, rows: list[Feedback], flow_run_id: str = ""
+) -> TuneOutcome:
+    """Fine-tune the champion on `rows` (all feedback so far), track it, register if good."""
+    check_tracking_server(settings.tracking_uri)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    parents = {
+        name: champion(client, name, settings.alias)
+        for name in (settings.sklearn_model_name, settings.onnx_model_name)
+    }
+    parent = parents[settings.sklearn_model_name]
+    with tempfile.TemporaryDirectory(prefix="iris-finetune-") as tmp:
+        data = parent_data(parent, Path(tmp))
+        model: MLPClassifier = mlflow.sklearn.load_model(f"models:/{parent.name}/{parent.version}")
+        timings["load_s"] = time.perf_counter() - start
+        before = float(accuracy_score(data.y_test, model.predict(data.x_test)))
+        feedback = feedback_arrays(rows, data.classes)
+        fb_before = float(accuracy_score(feedback[1], model.predict(feedback[0])))
+
+        start = time.perf_counter()
+        warm_start(model, data, feedback, settings)
+        timings["fit_s"] = time.perf_counter() - start
+        predicted = model.predict(data.x_test)
+        accuracy = float(accuracy_score(data.y_test, predicted))
+        fb_after = float(accuracy_score(feedback[1], model.predict(feedback[0])))
+        good = accuracy > settings.accuracy_threshold
+        reason = (
+            f"test accuracy {accuracy:.4f} is {'above' if good else 'not above'} "
+            f"the threshold {settings.accuracy_threshold:.4f}"
+        )
+
+        start = time.perf_counter()
+        tags = {
+            PARENT_VERSION: parent.version,
+            FEEDBACK_ROWS: str(len(rows)),
+            "parent_run_id": parent.run_id or "",
+            "prefect_flow_run_id": flow_run_id,
+            "kind": "finetune",
+        }
+        mlflow.set_experiment(settings.experiment)
+        with mlflow.start_run(run_name=f"finetune-{len(rows)}", tags=tags) as run:
+            mlflow.log_params(
+                {
+                    "max_iter": model.max_iter,
+                    "learning_rate_init": model.learning_rate_init,
+                    "warm_start": True,
+                    "original_weight": settings.original_weight,
+                    "feedback_weight": settings.feedback_weight,
+                    "n_train": len(data.y_train),
+                    "n_feedback": len(rows),
+                    "accuracy_threshold": settings.accuracy_threshold,
+                }
+            )
+            mlflow.log_metrics(
+                {
+                    "parent_test_accuracy": before,
+                    "feedback_accuracy_before": fb_before,
+                    "feedback_accuracy_after": fb_after,
+                    "n_iter": float(model.n_iter_),
+                }
+            )
+            folder = Path(tmp) / DATA_ARTIFACTS
+            _write_feedback_csv(folder / "feedback.csv", rows)
+            log_data(folder)
+            mlflow.log_artifact(str(folder / "feedback.csv"), DATA_ARTIFACTS)
+            sk_info, onnx_info = log_models(model, data, predicted, accuracy)
+            mlflow.set_tag("registered", str(good).lower())
+            mlflow.set_tag("reason", reason)
+        timings["track_s"] = time.perf_counter() - start
+
+    registered: dict[str, str] = {}
+    if good:
+        start = time.perf_counter()
+        registered = _register(
+            client,
+            settings,
+            parents,
+            len(rows),
+            accuracy,
+            run.info.run_id,
+            {
+                settings.sklearn_model_name: sk_info.model_uri,
+                settings.onnx_model_name: onnx_info.model_uri,
+            },
+        )
+        timings["register_s"] = time.perf_counter() - start
+        client.set_tag(
+            run.info.run_id,
+            "registered_versions",
+            ", ".join(f"{n} v{v}" for n, v in registered.items()),
+        )
+    return TuneOutcome(
+        rows=len(rows),
+        run_id=run.info.run_id,
+        parent_versions={n: v.version for n, v in parents.items()},
+        test_accuracy=accuracy,
+        parent_test_accuracy=before,
+        registered=registered,
+        reason=reason,
+        timings_s=timings,
+    )
+
+
+def _register(
+    client: MlflowClient,
+    settings: FinetuneSettings,
+    parents: dict[str, ModelVersion],
+    rows: int,
+    accuracy: float,
+    run_id: str,
+    uris: dict[str, str],
+) -> dict[str, str]:
+    """New versions of both models; the alias moves unless a champion tuned on more feedback
+    is already in place (a late or retried fine-tune never moves the alias backwards)."""
+    newer = champion_rows(client, settings.sklearn_model_name, settings.alias) > rows
+    registered: dict[str, str] = {}
+    for name, uri in uris.items():
+        tags = {
+            PARENT_VERSION: parents[name].version,
+            FEEDBACK_ROWS: str(rows),
+            "test_accuracy": f"{accuracy:.4f}",
+            "finetune_run_id": run_id,
+        }
+        registered |= register_versions(
+            client, {name: uri}, tags, None if newer else settings.alias
+        )
+    if newer:
+        log.warning("a champion tuned on more than %d rows is in place: alias left alone", rows)
+    return registered
