@@ -17,14 +17,17 @@ from iris_api.fastpath import PredictFastPath
 from iris_api.follower import ModelFollower
 from iris_api.limits import BodyLimit
 from iris_api.metrics import REQUEST_BUCKETS, Metrics
-from iris_api.routes import docs, model, predict, v2
-from iris_api.schemas import PredictInput, V2InferRequest, batch_input
+from iris_api.prefect import PrefectRuns
+from iris_api.routes import docs, model, predict, suggest, v2
+from iris_api.schemas import PredictInput, SuggestInput, V2InferRequest, batch_input
 from iris_api.settings import ApiSettings
 
 DESCRIPTION = """
 Classifies Iris flowers from four measurements (cm) with the ONNX model that carries the
 registry alias being followed (`models:/IrisModel@champion` by default). New versions are
-picked up without a restart; `GET /model` tells which one answers.
+picked up without a restart; `GET /model` tells which one answers. `POST /suggest` takes
+feedback (measurements and the true class) and hands it to a Prefect flow that fine-tunes the
+model every few rows.
 """
 
 
@@ -34,6 +37,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     disable_created_metrics()  # type: ignore[no-untyped-call]
     metrics = Metrics()
     follower = ModelFollower(settings, metrics)
+    prefect = PrefectRuns(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,6 +46,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             yield
         finally:
             await follower.stop()
+            await prefect.close()
 
     app = FastAPI(
         title="iris-mlops API",
@@ -54,11 +59,15 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.follower = follower
     app.state.metrics = metrics
+    app.state.prefect = prefect
     app.include_router(predict.router(settings.batch_limit))
+    app.include_router(suggest.router)
     app.include_router(model.router)
     app.include_router(v2.router(settings.v2_model_name, settings.batch_limit))
     docs.install(app)  # after the API routes: they are matched first
-    _document_bodies(app, [PredictInput, batch_input(settings.batch_limit), V2InferRequest])
+    _document_bodies(
+        app, [PredictInput, batch_input(settings.batch_limit), SuggestInput, V2InferRequest]
+    )
     errors.install(app)
     if settings.fast_path:
         # Added before the instrumentator, so it runs inside it: counted and timed as usual.

@@ -39,8 +39,19 @@ class UnsupportedMediaType(Exception):
         self.content_type = content_type
 
 
+class Upstream(Exception):
+    """A service behind this one (Prefect) failed: 503 if it is away, 502 if it refused."""
+
+    def __init__(self, detail: str, status: int = 503, retry_after_s: float = 5.0) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
 #: The errors `answer` knows; anything else is a 500.
-KNOWN = (RequestValidationError, NotReady, UnsupportedMediaType)
+KNOWN = (RequestValidationError, NotReady, UnsupportedMediaType, Upstream)
+Known = RequestValidationError | NotReady | UnsupportedMediaType | Upstream
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +74,7 @@ class Answer:
         await send({"type": "http.response.body", "body": self.body})
 
 
-def answer(
-    exc: RequestValidationError | NotReady | UnsupportedMediaType, inference_protocol: bool = False
-) -> Answer:
+def answer(exc: Known, inference_protocol: bool = False) -> Answer:
     """The answer to a known error. FastAPI's shape (`detail`); with `inference_protocol`, also
     the Open Inference Protocol's `{"error": "..."}`, which its clients read."""
     headers: dict[str, str] = {}
@@ -80,6 +89,12 @@ def answer(
         summary = f"no model loaded: {exc.reason}"
         body = {"detail": summary}
         headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    elif isinstance(exc, Upstream):
+        status = exc.status
+        summary = exc.detail
+        body = {"detail": summary}
+        if status == 503:
+            headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
     else:
         status = 415
         summary = f"send JSON (Content-Type: application/json), not {exc.content_type!r}"

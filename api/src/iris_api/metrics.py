@@ -51,3 +51,16 @@ class Metrics:
             "iris_registry_errors", "Registry checks that failed (MLflow unreachable, ...)",
             registry=r,
         )  # fmt: skip
+        # /suggest: feedback handed to Prefect, by true class and whether the served model
+        # agreed ("unknown" while no model is loaded). Counted once per accepted suggestion.
+        self.feedback = Counter(
+            "iris_feedback", "Feedback accepted by /suggest", ["class_name", "model_agreed"],
+            registry=r,
+        )  # fmt: skip
+        for name in CLASS_NAMES:
+            for agreed in ("true", "false"):
+                self.feedback.labels(name, agreed)
+        self.feedback_failures = Counter(
+            "iris_feedback_failures", "Suggestions not accepted because Prefect failed",
+            registry=r,
+        )  # fmt: skip

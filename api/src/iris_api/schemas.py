@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model, field_validator
 
-from iris_core import CLASS_NAMES, EXAMPLES, FEATURES, MEASUREMENT_MAX_CM
+from iris_core import CLASS_NAMES, EXAMPLES, FEATURES, MEASUREMENT_MAX_CM, ClassName
 
 #: A measurement in cm: a JSON number (strings are refused, not coerced), finite, in (0, 30].
 Measurement = Annotated[
@@ -48,6 +48,41 @@ class PredictInput(BaseModel):
     def row(self) -> tuple[float, float, float, float]:
         """The measurements in the models' input order (`iris_core.FEATURES`)."""
         return (self.sepal_length, self.sepal_width, self.petal_length, self.petal_width)
+
+
+#: Swagger's example drop-down for /suggest: a test-set row per class, with its true class.
+SUGGEST_EXAMPLES: dict[str, Any] = {
+    name: {"summary": f"{name} (a test-set row)", "value": _example(name) | {"class_name": name}}
+    for name in CLASS_NAMES
+}
+
+
+class SuggestInput(PredictInput):
+    """A flower's four measurements and its true class: feedback for fine-tuning."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [_example("Iris-setosa") | {"class_name": "Iris-setosa"}]},
+    )
+
+    class_name: ClassName = Field(description="the true class, as UCI spells it")
+
+
+class SuggestOutput(BaseModel):
+    """The feedback was handed to Prefect: a flow run stores it (and may fine-tune)."""
+
+    flow_run_id: str
+    flow_run_name: str
+    deployment: str = Field(description="`flow/deployment` that runs it")
+    state: str = Field(description="the run's state when created (SCHEDULED)")
+    predicted_class_name: str | None = Field(
+        description="what the served model says for these measurements (null: no model yet)"
+    )
+    model_version: str | None
+    model_agreed: bool | None = Field(description="predicted_class_name == class_name")
+    new: bool = Field(
+        description="false when an earlier request with this Idempotency-Key created the run"
+    )
 
 
 class Prediction(BaseModel):

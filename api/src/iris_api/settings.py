@@ -30,6 +30,20 @@ class ApiSettings(BaseSettings):
     ort_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads")
     batch_limit: int = Field(1000, ge=1, le=100_000, description="rows per batch request")
     v2_model_name: str = Field("iris", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    prefect_api_url: HttpUrl = Field(
+        HttpUrl("http://127.0.0.1:4200/api"),
+        validation_alias=AliasChoices("IRIS_API_PREFECT_API_URL", "PREFECT_API_URL"),
+        description="Prefect server API, where /suggest creates fine-tune flow runs",
+    )
+    feedback_deployment: str = Field(
+        "iris-finetune/local",
+        pattern=r"^[^/]+/[^/]+$",
+        description="`flow/deployment` that /suggest runs (prefect.yaml)",
+    )
+    prefect_timeout_s: float = Field(5.0, gt=0, le=300, description="per Prefect request")
+    prefect_retries: int = Field(
+        4, ge=0, le=20, description="retries of a busy (503) Prefect, backoff 0.1 s doubling"
+    )
     host: str = Field("127.0.0.1", description="address uvicorn binds (0.0.0.0 in a container)")
     port: int = Field(8000, ge=1, le=65535)
     fast_path: bool = Field(True, description="answer POST /predict without FastAPI's routing")
@@ -39,6 +53,10 @@ class ApiSettings(BaseSettings):
     @property
     def tracking_url(self) -> str:
         return str(self.tracking_uri).rstrip("/")
+
+    @property
+    def prefect_url(self) -> str:
+        return str(self.prefect_api_url).rstrip("/")
 
 
 def describe(error: ValidationError) -> str:

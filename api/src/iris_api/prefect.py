@@ -1,0 +1,159 @@
+"""Creating fine-tune flow runs through the Prefect REST API (no Prefect client library: the
+API image stays small and the two calls are stable, documented endpoints).
+
+The deployment id comes from `GET /api/deployments/name/{flow}/{deployment}` once and is cached;
+a 404 on `create_flow_run` (the deployment was re-created) looks it up again. Prefect answers
+503 when its database is busy (SQLite under concurrent writes, on purpose): those requests,
+timeouts and 502/504 are retried with backoff, always with the same idempotency key, so a
+retry never creates a second run. Any failure is an `Upstream` error; nothing is accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from iris_api.errors import Upstream
+from iris_api.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+
+RETRIED = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRun:
+    id: str
+    name: str
+    state: str
+    new: bool  # False when Prefect returned the run an earlier request created (same key)
+
+
+class PrefectRuns:
+    def __init__(self, settings: ApiSettings) -> None:
+        self.url = settings.prefect_url
+        self.flow, _, self.deployment = settings.feedback_deployment.partition("/")
+        self.retries = settings.prefect_retries
+        self.timeout_s = settings.prefect_timeout_s
+        self._client: httpx.AsyncClient | None = None
+        self._deployment_id: str | None = None
+        self._lookup = asyncio.Lock()
+
+    @property
+    def name(self) -> str:
+        return f"{self.flow}/{self.deployment}"
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(base_url=self.url, timeout=self.timeout_s)
+        return self._client
+
+    async def create(self, parameters: dict[str, Any], key: str | None = None) -> FlowRun:
+        """A flow run of the deployment with `parameters`; `key` makes the call idempotent
+        (default: a fresh one, shared by this call's retries)."""
+        body = {"parameters": parameters, "idempotency_key": key or str(uuid.uuid4())}
+        deployment_id = await self._id(refresh=False)
+        response = await self._send("POST", f"/deployments/{deployment_id}/create_flow_run", body)
+        if response.status_code == 404:  # re-created under a new id since we cached it
+            deployment_id = await self._id(refresh=True)
+            response = await self._send(
+                "POST", f"/deployments/{deployment_id}/create_flow_run", body
+            )
+        if response.status_code not in (200, 201):
+            raise Upstream(
+                f"Prefect refused the flow run of {self.name}: "
+                f"HTTP {response.status_code} {_detail(response)}",
+                status=502,
+            )
+        run = _json(response, self.url)
+        try:
+            return FlowRun(
+                id=str(run["id"]),
+                name=str(run.get("name", "")),
+                state=str((run.get("state") or {}).get("type", "SCHEDULED")),
+                new=response.status_code == 201,
+            )
+        except (KeyError, TypeError) as e:
+            raise Upstream(f"Prefect at {self.url} answered without a flow run id", 502) from e
+
+    async def _id(self, refresh: bool) -> str:
+        async with self._lookup:  # one look-up at a time; the others use its answer
+            if refresh or self._deployment_id is None:
+                path = f"/deployments/name/{self.flow}/{self.deployment}"
+                response = await self._send("GET", path)
+                if response.status_code == 404:
+                    self._deployment_id = None
+                    raise Upstream(
+                        f"Prefect at {self.url} has no deployment {self.name}: "
+                        "deploy it (`make up` does; see prefect.yaml)",
+                    )
+                if response.status_code != 200:
+                    raise Upstream(
+                        f"Prefect could not look up {self.name}: "
+                        f"HTTP {response.status_code} {_detail(response)}",
+                        status=502,
+                    )
+                found = _json(response, self.url).get("id")
+                if not isinstance(found, str):
+                    raise Upstream(f"Prefect at {self.url} answered without a deployment id", 502)
+                self._deployment_id = found
+            return self._deployment_id
+
+    async def _send(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        """The request, retried with backoff while Prefect is busy or slow."""
+        delay = 0.1
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                response = await self.client.request(method, path, json=body)
+            except httpx.TimeoutException as e:
+                if last:
+                    raise Upstream(
+                        f"Prefect at {self.url} did not answer within {self.timeout_s:g} s: "
+                        "feedback not accepted, try again"
+                    ) from e
+            except httpx.HTTPError as e:
+                raise Upstream(
+                    f"Prefect at {self.url} is unreachable ({type(e).__name__}): "
+                    "feedback not accepted, try again later"
+                ) from e
+            else:
+                if response.status_code not in RETRIED or last:
+                    if response.status_code in RETRIED:
+                        raise Upstream(
+                            f"Prefect at {self.url} is busy (HTTP {response.status_code} after "
+                            f"{attempt + 1} tries): feedback not accepted, try again"
+                        )
+                    return response
+            log.info("Prefect busy or slow on %s %s: retry in %.1f s", method, path, delay)
+            await asyncio.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _json(response: httpx.Response, url: str) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError as e:
+        raise Upstream(f"Prefect at {url} answered with something other than JSON", 502) from e
+    if not isinstance(data, dict):
+        raise Upstream(f"Prefect at {url} answered with something other than an object", 502)
+    return data
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", ""))[:300]
+    except (ValueError, AttributeError):
+        return response.text[:300]
