@@ -1,9 +1,10 @@
 """`iris-stack`: the embedded default. One machine, no cluster, the same system.
 
-`up` starts what is missing (a lean MLflow server on 127.0.0.1, state under one folder), runs
-the DVC pipeline, starts the prediction API and prints where everything is; the services stay in the background until
-`down`. Running `up` twice is safe: what answers already is reused, and `dvc repro` skips what is
-up to date.
+`up` starts what is missing (a lean MLflow server and a Prefect server on 127.0.0.1, state under
+one folder), runs the DVC pipeline, deploys the fine-tuning flow to a local process work pool and
+starts its worker, starts the prediction API and prints where everything is; the services stay
+in the background until `down`. Running `up` twice is safe: what answers already is reused, and
+`dvc repro` skips what is up to date.
 """
 
 from __future__ import annotations
@@ -23,9 +24,14 @@ from iris_stack.services import (
     answers,
     api_server,
     bin_path,
+    deploy_local,
     mlflow_server,
+    prefect_env,
+    prefect_server,
+    prefect_worker,
     ready_url,
     stop_group,
+    wait_pool_ready,
 )
 from iris_stack.settings import StackSettings
 from iris_training.params import ParamsError, load_params
@@ -50,19 +56,25 @@ def _pidfile(settings: StackSettings, name: str) -> Path:
     return settings.state_dir / f"{name}.pid"
 
 
-def ensure_running(settings: StackSettings, service: Service) -> str:
-    """Reuse a service that answers already; else start it detached and record its pid."""
+def start(settings: StackSettings, service: Service) -> str:
+    """Start `service` detached and record its pid, unless it answers already."""
     if answers(service.health_url):
         return f"{service.name}: already answering at {service.health_url}"
     pid = service.start()
     _pidfile(settings, service.name).write_text(f"{pid}\n")
+    return f"{service.name}: started (pid {pid}, log {service.log_path})"
+
+
+def wait(settings: StackSettings, service: Service, url: str | None = None) -> None:
+    """Until a service `start` launched answers; stopped again if it does not."""
+    if service.process is None:
+        return  # it was answering already
     try:
-        service.wait_healthy(settings.start_timeout_s)
+        service.wait_healthy(settings.start_timeout_s, url=url)
     except ServiceError:
         service.stop()
         _pidfile(settings, service.name).unlink(missing_ok=True)
         raise
-    return f"{service.name}: started (pid {pid}, log {service.log_path})"
 
 
 def champions(settings: StackSettings) -> list[AliasedVersion | None]:
@@ -94,17 +106,17 @@ def _dvc(*args: str, env: dict[str, str]) -> None:
 
 @app.command()
 def up() -> None:
-    """Start MLflow (unless it answers), run `dvc repro`, print addresses and versions."""
+    """Start MLflow and Prefect (unless they answer), run `dvc repro`, deploy the fine-tuning
+    flow and start its worker, start the API; print addresses and versions."""
     settings = load_settings()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    mlflow = mlflow_server(settings.state_dir / "mlflow", settings.mlflow_port, settings.host)
+    prefect = prefect_server(settings.state_dir / "prefect", settings.prefect_port, settings.host)
     try:
-        typer.echo(
-            ensure_running(
-                settings,
-                mlflow_server(settings.state_dir / "mlflow", settings.mlflow_port, settings.host),
-            ),
-            err=True,
-        )
+        for service in (mlflow, prefect):  # both start together: each takes 10-15 s
+            typer.echo(start(settings, service), err=True)
+        for service in (mlflow, prefect):
+            wait(settings, service)
     except ServiceError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(1) from e
@@ -118,8 +130,35 @@ def up() -> None:
         typer.echo("the registry has no champion yet: retraining", err=True)
         _dvc("repro", "--force", "--single-item", "train", env=env)
         versions = champions(settings)
-    _start_api(settings)
+    try:
+        _start_worker(settings)
+        _start_api(settings)
+    except ServiceError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from e
     _print_summary(settings, versions)
+
+
+def _start_worker(settings: StackSettings) -> None:
+    """The local deployment of the fine-tuning flow, and a process worker that runs it."""
+    home = settings.state_dir / "prefect"
+    deploy_local(settings.prefect_url, home, settings.work_pool, Path.cwd())
+    worker = prefect_worker(
+        settings.work_pool,
+        settings.prefect_url,
+        settings.worker_health_port,
+        settings.state_dir / "worker.log",
+        env={
+            **prefect_env(settings.prefect_url, home),
+            "MLFLOW_TRACKING_URI": settings.mlflow_url,
+            "IRIS_FINETUNE_FEEDBACK_DB": str(settings.feedback_db),
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+        },
+        host=settings.host,
+    )
+    typer.echo(start(settings, worker), err=True)
+    wait(settings, worker)
+    wait_pool_ready(settings.prefect_url, settings.work_pool, settings.start_timeout_s)
 
 
 def _start_api(settings: StackSettings) -> None:
@@ -128,27 +167,37 @@ def _start_api(settings: StackSettings) -> None:
         settings.mlflow_url,
         settings.state_dir / "api.log",
         settings.host,
+        env={"IRIS_API_PREFECT_API_URL": settings.prefect_url},
     )
-    try:
-        typer.echo(ensure_running(settings, api), err=True)
-        api.wait_healthy(settings.start_timeout_s, url=ready_url(api))
-    except ServiceError as e:
-        typer.echo(str(e), err=True)
-        raise typer.Exit(1) from e
+    typer.echo(start(settings, api), err=True)
+    wait(settings, api, url=ready_url(api))
 
 
 def _print_summary(settings: StackSettings, versions: list[AliasedVersion | None]) -> None:
-    rows = [("MLflow UI", settings.mlflow_url), ("API (Swagger)", f"{settings.api_url}/docs")]
+    rows = [
+        ("MLflow UI", settings.mlflow_url),
+        ("Prefect UI", settings.prefect_url.removesuffix("/api")),
+        ("API (Swagger)", f"{settings.api_url}/docs"),
+    ]
     accuracy = ""
     for v in versions:
         if v is None:
             continue
         accuracy = v.tags.get("test_accuracy", "?")
         rows.append((v.name, f"version {v.version} @{v.alias} (test accuracy {accuracy})"))
-    rows += [("Test accuracy", accuracy), ("Stop with", "make down")]
+    rows += [
+        ("Test accuracy", accuracy),
+        ("Feedback store", str(settings.feedback_db)),
+        ("Stop with", "make down"),
+    ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         typer.echo(f"{key:<{width}}  {value}")
+
+
+#: `down` stops in this order: the worker before the Prefect server it reports to (and the API
+#: before the servers it calls); SIGTERMs each needs (a Prefect worker wants a second one).
+STOP_ORDER = {"worker": 2, "api": 1, "prefect": 1, "mlflow": 1}
 
 
 @app.command()
@@ -156,13 +205,18 @@ def down() -> None:
     """Stop the services `up` started (not those it found running)."""
     settings = load_settings()
     stopped = 0
-    for pidfile in sorted(settings.state_dir.glob("*.pid")):
+    order = list(STOP_ORDER)
+    pidfiles = sorted(
+        settings.state_dir.glob("*.pid"),
+        key=lambda f: (order.index(f.stem) if f.stem in order else len(order), f.stem),
+    )
+    for pidfile in pidfiles:
         name = pidfile.stem
         try:
             pid = int(pidfile.read_text().strip())
         except (OSError, ValueError):
             pid = 0
-        if pid and stop_group(pid):  # False when nothing runs under that pid
+        if pid and stop_group(pid, signals=STOP_ORDER.get(name, 1)):  # False: nothing ran
             typer.echo(f"{name}: stopped (pid {pid})")
             stopped += 1
         pidfile.unlink(missing_ok=True)
@@ -178,6 +232,11 @@ def status(
     settings = load_settings()
     checks = {
         "mlflow": (settings.mlflow_url, f"{settings.mlflow_url}/health"),
+        "prefect": (settings.prefect_url, f"{settings.prefect_url}/health"),
+        "worker": (
+            settings.work_pool,
+            f"http://{settings.host}:{settings.worker_health_port}/health",
+        ),
         "api": (settings.api_url, f"{settings.api_url}/v2/health/ready"),
     }
     ok = True

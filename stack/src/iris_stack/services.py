@@ -7,6 +7,7 @@ three run the services exactly the same way.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -52,6 +53,7 @@ class Service:
     log_path: Path
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    stop_signals: int = 1  # SIGTERMs it needs to stop (a Prefect worker wants two)
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> int:
@@ -89,7 +91,7 @@ class Service:
 
     def stop(self, grace_s: float = 10.0) -> None:
         if self.process is not None:
-            stop_group(self.process.pid, grace_s)
+            stop_group(self.process.pid, grace_s, self.stop_signals)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=1)
 
@@ -193,6 +195,111 @@ def api_server(
             **(env or {}),
         },
         cwd=cwd,
+    )
+
+
+#: Prefect without usage reports, quiet about its own update checks.
+PREFECT_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+
+
+def prefect_server(state_dir: Path, port: int, host: str = LOOPBACK) -> Service:
+    """`prefect server start`: API and UI on one port, SQLite and settings under `state_dir`."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    home = state_dir.resolve()
+    return Service(
+        name="prefect",
+        argv=[bin_path("prefect"), "server", "start", "--host", host, "--port", str(port)],
+        health_url=f"http://{host}:{port}/api/health",
+        log_path=state_dir / "prefect.log",
+        env={
+            **PREFECT_ENV,
+            "PREFECT_HOME": str(home),
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            # the UI in the browser talks to this API (not to a default 127.0.0.1:4200)
+            "PREFECT_UI_API_URL": f"http://{host}:{port}/api",
+        },
+    )
+
+
+def prefect_env(api_url: str, home: Path) -> dict[str, str]:
+    """What a Prefect client (CLI, worker) needs to talk to the server at `api_url`."""
+    return {**PREFECT_ENV, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(home.resolve())}
+
+
+def prefect_worker(
+    pool: str,
+    api_url: str,
+    health_port: int,
+    log_path: Path,
+    env: Mapping[str, str],
+    host: str = LOOPBACK,
+    cwd: Path | None = None,
+) -> Service:
+    """A process worker for `pool`: each flow run is a subprocess in this environment, with
+    `env` (MLflow address, feedback store). Polls every second; healthy = its healthcheck."""
+    return Service(
+        name="worker",
+        argv=[bin_path("prefect"), "worker", "start", "--pool", pool, "--with-healthcheck"],
+        health_url=f"http://{host}:{health_port}/health",
+        log_path=log_path,
+        env={
+            "PREFECT_API_URL": api_url,
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+            "PREFECT_WORKER_WEBSERVER_HOST": host,
+            "PREFECT_WORKER_WEBSERVER_PORT": str(health_port),
+            **PREFECT_ENV,
+            **env,
+        },
+        cwd=cwd,
+        stop_signals=2,  # the first SIGTERM asks it to finish; the second makes it exit
+    )
+
+
+def run_prefect(*args: str, env: Mapping[str, str], cwd: Path | None = None) -> str:
+    """A `prefect` CLI command (this environment's); its output, or ServiceError with it."""
+    result = subprocess.run(
+        [bin_path("prefect"), "--no-prompt", *args],
+        env={**os.environ, **env, "COLUMNS": "200"},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ServiceError(
+            f"`prefect {' '.join(args)}` failed (exit {result.returncode}):\n"
+            f"{(result.stdout + result.stderr).strip()[-3000:]}"
+        )
+    return result.stdout
+
+
+def deploy_local(api_url: str, home: Path, pool: str, project: Path) -> None:
+    """The process work pool `pool` (created or reset) and the `local` deployment of
+    `project`/prefect.yaml in it: what the local worker runs."""
+    env = prefect_env(api_url, home)
+    run_prefect("work-pool", "create", pool, "--type", "process", "--overwrite", env=env)
+    run_prefect(
+        "deploy", "--prefect-file", str(project / "prefect.yaml"), "--name", "local",
+        "--pool", pool, env=env, cwd=project,
+    )  # fmt: skip
+
+
+def wait_pool_ready(api_url: str, pool: str, timeout_s: float) -> None:
+    """Until Prefect says a worker polls `pool` (status READY)."""
+    deadline = time.monotonic() + timeout_s
+    status = "unknown"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{api_url}/work_pools/{pool}", timeout=2) as r:  # noqa: S310
+                status = json.loads(r.read()).get("status") or "unknown"
+        except (urllib.error.URLError, OSError, ValueError):
+            status = "unreachable"
+        if status == "READY":
+            return
+        time.sleep(0.25)
+    raise ServiceError(
+        f"work pool {pool!r} has no polling worker after {timeout_s:.0f} s: {status}"
     )
 
 

@@ -18,12 +18,24 @@ class StackSettings(BaseSettings):
     mlflow_port: int = Field(5000, ge=1, le=65535)
     # IRIS_API_PORT: the same variable the API itself reads.
     api_port: int = Field(8000, ge=1, le=65535)
+    prefect_port: int = Field(4200, ge=1, le=65535)
+    worker_health_port: int = Field(4201, ge=1, le=65535, description="local worker's /health")
+    work_pool: str = Field("iris-local", description="Prefect process work pool (local runs)")
     params: Path = Field(Path("params.yaml"), description="Pipeline parameters (registry names)")
     start_timeout_s: float = Field(120.0, gt=0, description="How long a service may take to start")
 
     @property
     def mlflow_url(self) -> str:
         return f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def prefect_url(self) -> str:
+        """The Prefect server's API (its UI is the same address without /api)."""
+        return f"http://{self.host}:{self.prefect_port}/api"
+
+    @property
+    def feedback_db(self) -> Path:
+        return (self.state_dir / "feedback.db").resolve()
 
     @property
     def api_url(self) -> str:
