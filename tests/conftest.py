@@ -1,5 +1,5 @@
 """Real parts for the tests: an MLflow server, a UCI-like HTTP server, prepared data, a
-registered model."""
+registered model, a Prefect server with a process worker."""
 
 from __future__ import annotations
 
@@ -10,13 +10,26 @@ from pathlib import Path
 
 import pytest
 
-from iris_stack.services import free_port, mlflow_server, running
+from iris_stack.services import (
+    Service,
+    deploy_local,
+    free_port,
+    mlflow_server,
+    prefect_env,
+    prefect_server,
+    prefect_worker,
+    running,
+    wait_pool_ready,
+)
 from iris_training.params import Erratum, load_params
 from iris_training.prepare import prepare
 from iris_training.train import train
 from tests.support import (
+    WORK_POOL,
     Archive,
     ArchiveHandler,
+    FeedbackCase,
+    Prefect,
     Registered,
     make_zip,
     member_env,
@@ -88,3 +101,55 @@ def registered(
 def api_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The API's own environment, as its image installs it (no training stack, no MLflow)."""
     return member_env("iris-api", tmp_path_factory.mktemp("api-env") / "venv")
+
+
+@pytest.fixture(scope="session")
+def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect]:
+    """A real Prefect server on 127.0.0.1 (SQLite), with the stack's process work pool and the
+    `local` deployment from prefect.yaml, deployed as `make up` does."""
+    state = tmp_path_factory.mktemp("prefect")
+    with running(prefect_server(state, free_port())) as server:
+        url = server.health_url.removesuffix("/health")
+        deploy_local(url, state / "client", WORK_POOL, ROOT)
+        yield Prefect(url)
+
+
+@pytest.fixture(scope="session")
+def finetune_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fine-tuning flow's own environment, as its image installs it."""
+    return member_env("iris-finetune", tmp_path_factory.mktemp("finetune-env") / "venv")
+
+
+@pytest.fixture(scope="session")
+def worker(
+    prefect: Prefect, mlflow_url: str, finetune_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """A real process worker polling the pool, from the finetune environment; flow runs get
+    the session's MLflow, and their other settings from their deployment."""
+    folder = tmp_path_factory.mktemp("worker")
+    service = prefect_worker(
+        WORK_POOL,
+        prefect.url,
+        free_port(),
+        folder / "worker.log",
+        env={
+            **prefect_env(prefect.url, folder / "home"),
+            "MLFLOW_TRACKING_URI": mlflow_url,
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+            "HOME": str(folder),
+        },
+        cwd=folder,
+        bin_dir=finetune_bin,
+    )
+    with running(service, timeout_s=60):
+        wait_pool_ready(prefect.url, WORK_POOL, 60)
+        yield service
+
+
+@pytest.fixture
+def feedback(
+    prefect: Prefect, worker: Service, registered: Registered, tmp_path: Path
+) -> FeedbackCase:
+    """A deployment of its own (cloned from `local`) whose runs use a fresh feedback store and
+    registered models of their own: copies of the session's champions."""
+    return FeedbackCase.create(prefect, registered, tmp_path)

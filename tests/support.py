@@ -7,16 +7,23 @@ import io
 import os
 import shutil
 import subprocess
+import time
 import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import httpx
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_iris
 
 from iris_core import CLASS_NAMES
+from iris_finetune.flow import FLOW_NAME
+from iris_finetune.store import FeedbackStore
 from iris_stack.services import api_server, free_port, running
 from iris_training.params import TrainParams
 from iris_training.train import Outcome
@@ -73,10 +80,11 @@ class ArchiveHandler(BaseHTTPRequestHandler):
 
 
 def copy_pipeline(root: Path, dest: Path) -> Path:
-    """The DVC pipeline of `root` (dvc.yaml, params.yaml, .dvc/config, the stages' sources) in
-    a new git repository at `dest`, with no data and no cache."""
+    """The DVC pipeline of `root` (dvc.yaml, params.yaml, .dvc/config, the stages' sources) and
+    the Prefect deployments (prefect.yaml) in a new git repository at `dest`, with no data and
+    no cache."""
     dest.mkdir(parents=True)
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", "prefect.yaml"):
         shutil.copy(root / name, dest / name)
     shutil.copytree(
         root / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local")
@@ -136,7 +144,11 @@ def member_env(package: str, venv: Path) -> Path:
 
 @contextlib.contextmanager
 def api_process(
-    folder: Path, tracking_uri: str, model_name: str, bin_dir: Path | None = None, **env: str
+    folder: Path,
+    tracking_uri: str,
+    model_name: str,
+    bin_dir: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """A real `iris-api` (uvicorn) on a free port, from `bin_dir` (default: this environment);
     yields its base URL. HOME, the working directory and TMPDIR are empty folders under
@@ -152,10 +164,131 @@ def api_process(
             "IRIS_API_MODEL_NAME": model_name,
             "HOME": str(folder / "home"),
             "TMPDIR": str(folder / "tmp"),
-            **env,
+            **(env or {}),
         },
         bin_dir=bin_dir,
         cwd=folder / "cwd",
     )
     with running(service, timeout_s=60):
         yield f"http://127.0.0.1:{port}"
+
+
+class Prefect:
+    """The REST calls the tests make to a real Prefect server (`url` ends with /api)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=30)
+
+    def deployment(self, name: str) -> dict[str, Any]:
+        response = self.http.get(f"/deployments/name/{name}")
+        response.raise_for_status()
+        found: dict[str, Any] = response.json()
+        return found
+
+    def clone_deployment(self, source: str, name: str, env: dict[str, str]) -> str:
+        """A copy of deployment `source` (flow/deployment) named `name`, whose runs get `env`
+        (settings of their own: feedback store, registry names); its id."""
+        d = self.deployment(source)
+        response = self.http.post(
+            "/deployments/",
+            json={
+                "name": name,
+                "flow_id": d["flow_id"],
+                "entrypoint": d["entrypoint"],
+                "work_pool_name": d["work_pool_name"],
+                "pull_steps": d["pull_steps"],
+                "parameter_openapi_schema": d["parameter_openapi_schema"],
+                "enforce_parameter_schema": d["enforce_parameter_schema"],
+                "job_variables": {"env": env},
+            },
+        )
+        response.raise_for_status()
+        return str(response.json()["id"])
+
+    def runs(self, deployment_id: str) -> list[dict[str, Any]]:
+        response = self.http.post(
+            "/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment_id]}}}
+        )
+        response.raise_for_status()
+        runs: list[dict[str, Any]] = response.json()
+        return runs
+
+    def wait_final(self, deployment_id: str, n: int, timeout_s: float) -> list[dict[str, Any]]:
+        """The deployment's runs once `n` of them are in a final state (poll, no fixed sleep)."""
+        deadline = time.monotonic() + timeout_s
+        runs: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            runs = self.runs(deployment_id)
+            if sum(r["state_type"] in FINAL for r in runs) >= n:
+                return runs
+            time.sleep(0.25)
+        states = sorted(str(r["state_type"]) for r in runs)
+        raise AssertionError(f"{n} runs not final within {timeout_s} s: {states}")
+
+
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+#: The work pool of the tests' Prefect server (the stack's is `iris-local`).
+WORK_POOL = "iris-test"
+
+
+@dataclass(frozen=True)
+class FeedbackCase:
+    """One test's fine-tuning set-up: deployment, feedback store and registered model names."""
+
+    prefect: Prefect
+    deployment: str  # flow/deployment, for IRIS_API_FEEDBACK_DEPLOYMENT
+    deployment_id: str
+    store: FeedbackStore
+    sklearn_model: str
+    onnx_model: str
+    experiment: str
+    client: MlflowClient
+    env: dict[str, str]
+
+    @classmethod
+    def create(
+        cls, prefect: Prefect, registered: Registered, folder: Path, **settings: str
+    ) -> FeedbackCase:
+        tag = uuid.uuid4().hex[:8]
+        client = MlflowClient(registered.tracking_uri)
+        names = {}
+        for kind, source in (
+            ("sklearn", registered.params.sklearn_model_name),
+            ("onnx", registered.params.onnx_model_name),
+        ):
+            name = f"{source}-{tag}"
+            version = registered.outcome.versions[source]
+            copy = client.copy_model_version(f"models:/{source}/{version}", name)
+            client.set_registered_model_alias(name, "champion", copy.version)
+            names[kind] = name
+        store = FeedbackStore(folder / "feedback.db")
+        env = {
+            "IRIS_FINETUNE_FEEDBACK_DB": str(store.path),
+            "IRIS_FINETUNE_SKLEARN_MODEL_NAME": names["sklearn"],
+            "IRIS_FINETUNE_ONNX_MODEL_NAME": names["onnx"],
+            "IRIS_FINETUNE_EXPERIMENT": f"finetune-{tag}",
+            **settings,
+        }
+        deployment_id = prefect.clone_deployment(f"{FLOW_NAME}/local", f"test-{tag}", env)
+        return cls(
+            prefect,
+            f"{FLOW_NAME}/test-{tag}",
+            deployment_id,
+            store,
+            names["sklearn"],
+            names["onnx"],
+            env["IRIS_FINETUNE_EXPERIMENT"],
+            client,
+            env,
+        )
+
+    @property
+    def tracking_uri(self) -> str:
+        return str(self.client.tracking_uri)
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """The versions of registered model `name`, oldest first."""
+        found = self.client.search_model_versions(f"name = '{name}'")
+        return sorted(found, key=lambda v: int(v.version))

@@ -21,10 +21,12 @@ from iris_api.follower import ModelFollower
 from iris_api.model import ModelError
 from iris_api.settings import ApiSettings
 from iris_core import CLASS_NAMES, EXAMPLES, FEATURES, MEASUREMENT_MAX_CM
+from iris_stack.services import free_port
 from tests.support import Registered
 
 SETOSA = dict(zip(FEATURES, EXAMPLES["Iris-setosa"], strict=True))
 JSON = {"content-type": "application/json"}
+NO_PREFECT = f"http://127.0.0.1:{free_port()}/api"
 
 
 def settings(registered: Registered, **overrides: Any) -> ApiSettings:
@@ -32,6 +34,7 @@ def settings(registered: Registered, **overrides: Any) -> ApiSettings:
         "tracking_uri": registered.tracking_uri,
         "model_name": registered.model_name,
         "batch_limit": 5,
+        "prefect_api_url": NO_PREFECT,  # none here: tests/test_feedback.py has a real one
     }
     return ApiSettings(**(values | overrides))
 
@@ -355,3 +358,35 @@ def test_a_registry_answering_web_pages_leaves_the_api_live_not_ready_and_follow
     finally:
         portal.shutdown()
         portal.server_close()
+
+
+def test_suggest_is_documented_with_its_answers_and_examples(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/suggest"]["post"]
+    assert {"202", "415", "422", "502", "503"} <= set(operation["responses"])
+    examples = operation["requestBody"]["content"]["application/json"]["examples"]
+    assert {e["value"]["class_name"] for e in examples.values()} == set(CLASS_NAMES)
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["SuggestInput"]
+    assert schema["properties"]["class_name"]["enum"] == list(CLASS_NAMES)
+
+
+def test_suggest_without_prefect_is_refused_with_503_and_counted(client: TestClient) -> None:
+    before = _sample(client, "iris_feedback_failures_total")
+    answer = client.post("/suggest", json=SETOSA | {"class_name": "Iris-setosa"})
+    assert answer.status_code == 503
+    assert answer.json()["detail"].startswith(f"Prefect at {NO_PREFECT} is unreachable")
+    assert _sample(client, "iris_feedback_failures_total") == before + 1
+    assert 'iris_feedback_total{class_name="Iris-setosa",model_agreed="true"} 0.0' in (
+        client.get("/metrics").text
+    )
+
+
+def test_suggest_refuses_a_body_that_is_not_json(client: TestClient) -> None:
+    answer = client.post("/suggest", content=b"x", headers={"content-type": "text/plain"})
+    assert answer.status_code == 415
+
+
+def _sample(client: TestClient, name: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")

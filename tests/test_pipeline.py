@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from iris_core.registry import version_by_alias
+from iris_finetune.store import FeedbackStore
 from iris_stack.services import answers, free_port
 from tests.support import Archive, copy_pipeline
 
@@ -32,13 +34,17 @@ def run(
     )
 
 
-def stack_env(state_dir: Path, port: int, api_port: int | None = None) -> dict[str, str]:
+def stack_env(
+    state_dir: Path, port: int, api_port: int | None = None, prefect_port: int | None = None
+) -> dict[str, str]:
     """The environment `make up` gives iris-stack, with its own state folder and ports."""
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "IRIS_MLFLOW_PORT": str(port),
         "IRIS_API_PORT": str(api_port or free_port()),
+        "IRIS_PREFECT_PORT": str(prefect_port or free_port()),
+        "IRIS_WORKER_HEALTH_PORT": str(free_port()),
         "IRIS_STATE_DIR": str(state_dir),
     }
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -62,17 +68,20 @@ def project(tmp_path: Path, uci_server: Archive) -> Path:
 
 
 def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
-    port, api_port = free_port(), free_port()
-    env = stack_env(tmp_path / "state", port, api_port)
+    port, api_port, prefect_port = free_port(), free_port(), free_port()
+    env = stack_env(tmp_path / "state", port, api_port, prefect_port)
     stack = str(BIN / "iris-stack")
     url = f"http://127.0.0.1:{port}"
     api = f"http://127.0.0.1:{api_port}"
+    prefect = f"http://127.0.0.1:{prefect_port}"
     try:
         first = run([stack, "up"], project, env)
         assert first.returncode == 0, first.stderr
         assert f"MLflow UI      {url}" in first.stdout
         assert f"API (Swagger)  {api}/docs" in first.stdout
-        assert "api: started" in first.stderr
+        assert f"Prefect UI     {prefect}" in first.stdout
+        for name in ("mlflow", "prefect", "worker", "api"):
+            assert f"{name}: started" in first.stderr
         answer = httpx.post(
             f"{api}/predict",
             json={"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
@@ -80,6 +89,24 @@ def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
         assert answer.status_code == 200, answer.text
         assert answer.json()["model_version"] == "1"
         assert run([stack, "status"], project, env).returncode == 0
+
+        # Feedback goes through the stack's Prefect and worker into its feedback store.
+        suggested = httpx.post(
+            f"{api}/suggest",
+            json={
+                "sepal_length": 5.1,
+                "sepal_width": 3.5,
+                "petal_length": 1.4,
+                "petal_width": 0.2,
+                "class_name": "Iris-setosa",
+            },
+        )
+        assert suggested.status_code == 202, suggested.text
+        store = FeedbackStore(tmp_path / "state" / "feedback.db")
+        deadline = time.monotonic() + 120
+        while store.count() < 1:
+            assert time.monotonic() < deadline, "the flow run did not store the row"
+            time.sleep(0.25)
         assert "IrisModel      version 1 @champion (test accuracy" in first.stdout
         assert "IrisDev        version 1 @champion (test accuracy" in first.stdout
         accuracy = float(first.stdout.split("Test accuracy")[1].split()[0])
@@ -104,8 +131,8 @@ def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
 
         second = run([stack, "up"], project, env)
         assert second.returncode == 0, second.stderr
-        assert "mlflow: already answering" in second.stderr
-        assert "api: already answering" in second.stderr
+        for name in ("mlflow", "prefect", "worker", "api"):
+            assert f"{name}: already answering" in second.stderr
         assert "Data and pipelines are up to date." in second.stdout + second.stderr
         assert "IrisModel      version 1 @champion" in second.stdout  # nothing retrained
 
@@ -125,8 +152,10 @@ def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
     finally:
         down = run([stack, "down"], project, env)
     assert down.returncode == 0, down.stderr
-    assert "mlflow: stopped" in down.stdout
-    assert "api: stopped" in down.stdout
+    # The worker before the Prefect server it reports to, the API before what it calls.
+    stopped = [line.split(":")[0] for line in down.stdout.splitlines() if "stopped" in line]
+    assert stopped == ["worker", "api", "prefect", "mlflow"]
+    assert not answers(f"{prefect}/api/health")
     assert not answers(f"{url}/health")
     assert not answers(f"{api}/v2/health/live")
     assert "nothing to stop" in run([stack, "down"], project, env).stdout

@@ -5,13 +5,15 @@ The deployment id comes from `GET /api/deployments/name/{flow}/{deployment}` onc
 a 404 on `create_flow_run` (the deployment was re-created) looks it up again. Prefect answers
 503 when its database is busy (SQLite under concurrent writes, on purpose): those requests,
 timeouts and 502/504 are retried with backoff, always with the same idempotency key, so a
-retry never creates a second run. Any failure is an `Upstream` error; nothing is accepted.
+retry never creates a second run; this process sends IRIS_API_PREFECT_CONCURRENCY requests at a
+time (1: SQLite's one writer). Any failure is an `Upstream` error; nothing is accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +45,9 @@ class PrefectRuns:
         self._client: httpx.AsyncClient | None = None
         self._deployment_id: str | None = None
         self._lookup = asyncio.Lock()
+        # A Prefect server on SQLite takes one write at a time and answers the others 503 at
+        # once (19 of 20 concurrent create_flow_run calls, measured): queue them here instead.
+        self._slots = asyncio.Semaphore(settings.prefect_concurrency)
 
     @property
     def name(self) -> str:
@@ -111,12 +116,13 @@ class PrefectRuns:
             return self._deployment_id
 
     async def _send(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        """The request, retried with backoff while Prefect is busy or slow."""
-        delay = 0.1
+        """The request, retried while Prefect is busy or slow: exponential backoff from
+        0.2 s, at most 3 s, with jitter so that concurrent requests spread out."""
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
-                response = await self.client.request(method, path, json=body)
+                async with self._slots:
+                    response = await self.client.request(method, path, json=body)
             except httpx.TimeoutException as e:
                 if last:
                     raise Upstream(
@@ -136,9 +142,9 @@ class PrefectRuns:
                             f"{attempt + 1} tries): feedback not accepted, try again"
                         )
                     return response
-            log.info("Prefect busy or slow on %s %s: retry in %.1f s", method, path, delay)
+            delay = min(3.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311
+            log.info("Prefect busy or slow on %s %s: retry in %.2f s", method, path, delay)
             await asyncio.sleep(delay)
-            delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -42,7 +42,13 @@ class ApiSettings(BaseSettings):
     )
     prefect_timeout_s: float = Field(5.0, gt=0, le=300, description="per Prefect request")
     prefect_retries: int = Field(
-        4, ge=0, le=20, description="retries of a busy (503) Prefect, backoff 0.1 s doubling"
+        7, ge=0, le=20, description="retries of a busy (503) Prefect: 0.2 s doubling, max 3 s"
+    )
+    prefect_concurrency: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="requests to Prefect at a time (1 for SQLite; more with PostgreSQL)",
     )
     host: str = Field("127.0.0.1", description="address uvicorn binds (0.0.0.0 in a container)")
     port: int = Field(8000, ge=1, le=65535)

@@ -187,7 +187,7 @@ def _print_summary(settings: StackSettings, versions: list[AliasedVersion | None
         rows.append((v.name, f"version {v.version} @{v.alias} (test accuracy {accuracy})"))
     rows += [
         ("Test accuracy", accuracy),
-        ("Feedback store", str(settings.feedback_db)),
+        ("Feedback DB", str(settings.feedback_db)),
         ("Stop with", "make down"),
     ]
     width = max(len(k) for k, _ in rows)

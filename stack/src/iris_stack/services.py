@@ -234,12 +234,15 @@ def prefect_worker(
     env: Mapping[str, str],
     host: str = LOOPBACK,
     cwd: Path | None = None,
+    bin_dir: Path | None = None,
 ) -> Service:
-    """A process worker for `pool`: each flow run is a subprocess in this environment, with
-    `env` (MLflow address, feedback store). Polls every second; healthy = its healthcheck."""
+    """A process worker for `pool` (`prefect` from `bin_dir`, default this environment): each
+    flow run is a subprocess in that environment, with `env` (MLflow address, feedback store).
+    Polls every second; healthy = its healthcheck."""
+    prefect = str(bin_dir / "prefect") if bin_dir else bin_path("prefect")
     return Service(
         name="worker",
-        argv=[bin_path("prefect"), "worker", "start", "--pool", pool, "--with-healthcheck"],
+        argv=[prefect, "worker", "start", "--pool", pool, "--with-healthcheck"],
         health_url=f"http://{host}:{health_port}/health",
         log_path=log_path,
         env={

@@ -1,0 +1,109 @@
+"""The feedback store and the fine-tune step without Prefect: real SQLite files, real processes
+writing at once, scikit-learn on the real data."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+from sklearn.neural_network import MLPClassifier
+
+from iris_finetune.settings import FinetuneSettings
+from iris_finetune.store import FAILED, Feedback, FeedbackStore, Turn
+from iris_finetune.tune import feedback_arrays, warm_start
+from iris_training.train import load_dataset
+
+ROW = Feedback((5.1, 3.5, 1.4, 0.2), "Iris-setosa")
+
+
+def _writer(path: str, prefix: str, n: int) -> None:
+    store = FeedbackStore(Path(path))
+    for i in range(n):
+        store.add(f"{prefix}-{i}", ROW)
+        store.add(f"{prefix}-{i}", ROW)  # a retried run: must not store a second row
+
+
+def test_rows_get_gapless_sequence_numbers_once_per_flow_run(tmp_path: Path) -> None:
+    store = FeedbackStore(tmp_path / "feedback.db")
+    assert [store.add(f"run-{i}", ROW).seq for i in range(3)] == [1, 2, 3]
+    again = store.add("run-1", Feedback((9.9, 9.9, 9.9, 9.9), "Iris-virginica"))
+    assert (again.seq, again.new) == (2, False)
+    assert store.count() == 3
+    assert store.rows() == [ROW] * 3
+    assert store.rows(upto=2) == [ROW] * 2
+
+
+def test_processes_writing_at_once_lose_nothing_and_store_nothing_twice(tmp_path: Path) -> None:
+    path = tmp_path / "feedback.db"
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_writer, args=(str(path), f"w{k}", 25)) for k in range(4)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(timeout=120)
+        assert w.exitcode == 0
+    store = FeedbackStore(path)
+    assert store.count() == 100
+    with store._connect() as db:
+        seqs = [r[0] for r in db.execute("SELECT seq FROM feedback ORDER BY seq")]
+    assert seqs == list(range(1, 101))
+
+
+def test_fine_tunes_take_turns_in_feedback_order(tmp_path: Path) -> None:
+    store = FeedbackStore(tmp_path / "feedback.db")
+    assert store.claim(10, "run-10", after=5) is None  # the one at 5 has not run
+    assert store.claim(5, "run-5", after=None) is Turn.GO
+    assert store.claim(10, "run-10", after=5) is None  # ... nor finished
+    store.finish(5, "registered", "above the threshold")
+    assert store.claim(10, "run-10", after=5) is Turn.GO
+    assert store.claim(5, "run-5", after=None) is Turn.DONE  # a retry does not tune twice
+    store.finish(10, FAILED, "RuntimeError: MLflow went away")
+    assert store.claim(10, "run-10", after=5) is Turn.GO  # ... unless it failed
+    assert store.claim(15, "run-15", after=10) is None
+    turn, timed_out = store.wait_turn(15, "run-15", after=10, timeout_s=0.6)
+    assert (turn, timed_out) == (Turn.GO, True)  # the one before never finished: go ahead
+    # 10 was claimed again after failing, 15 is claimed: both running.
+    assert [(t.rows, t.finished) for t in store.finetunes()] == [
+        (5, True),
+        (10, False),
+        (15, False),
+    ]
+
+
+def test_the_store_path_must_be_absolute(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IRIS_FINETUNE_FEEDBACK_DB", "feedback.db")
+    with pytest.raises(ValidationError, match="must be an absolute path"):
+        FinetuneSettings()
+
+
+def test_warm_start_continues_with_more_iterations_a_lower_rate_and_weights(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IRIS_FINETUNE_FEEDBACK_DB", str(tmp_path / "feedback.db"))
+    settings = FinetuneSettings()
+    data = load_dataset(data_dir)
+    base = MLPClassifier(hidden_layer_sizes=(10, 10), max_iter=300, random_state=0)
+    base.fit(data.x_train, data.y_train)
+    rows = [Feedback((6.4, 3.2, 4.5, 1.5), "Iris-versicolor")] * 5
+    feedback = feedback_arrays(rows, data.classes)
+    assert feedback[1].tolist() == [1] * 5
+
+    def tuned(original_weight: float) -> MLPClassifier:
+        model = MLPClassifier(hidden_layer_sizes=(10, 10), max_iter=300, random_state=0)
+        model.fit(data.x_train, data.y_train)
+        s = settings.model_copy(update={"original_weight": original_weight})
+        return warm_start(model, data, feedback, s)
+
+    model = tuned(0.7)
+    assert model.max_iter == 305
+    assert model.learning_rate_init == pytest.approx(base.learning_rate_init / 10)
+    assert model.warm_start is True
+    # It continued from the trained weights (a fresh start would be far from them) ...
+    drift = max(float(np.abs(a - b).max()) for a, b in zip(model.coefs_, base.coefs_, strict=True))
+    assert 0 < drift < 0.5
+    # ... and the weights of the original rows count.
+    other = tuned(0.1)
+    assert any(not np.allclose(a, b) for a, b in zip(model.coefs_, other.coefs_, strict=True))
