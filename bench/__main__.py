@@ -1,13 +1,13 @@
-"""`python -m bench [training] [serving] [options]`: print numbers (no pass/fail); both by
-default. Options after the names go to each benchmark (`python -m bench serving --help`)."""
+"""`python -m bench [training] [serving] [feedback] [options]`: print numbers (no pass/fail);
+all by default. Options after the names go to each benchmark (`python -m bench serving --help`)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import serving, training
+from bench import feedback, serving, training
 
-SUITES = {"training": training.main, "serving": serving.main}
+SUITES = {"training": training.main, "serving": serving.main, "feedback": feedback.main}
 
 
 def main() -> None:

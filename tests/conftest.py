@@ -111,7 +111,9 @@ def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect]:
     with running(prefect_server(state, free_port())) as server:
         url = server.health_url.removesuffix("/health")
         deploy_local(url, state / "client", WORK_POOL, ROOT)
-        yield Prefect(url)
+        client = Prefect(url)
+        yield client
+        client.close()
 
 
 @pytest.fixture(scope="session")

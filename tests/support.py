@@ -180,6 +180,9 @@ class Prefect:
         self.url = url
         self.http = httpx.Client(base_url=url, timeout=30)
 
+    def close(self) -> None:
+        self.http.close()
+
     def deployment(self, name: str) -> dict[str, Any]:
         response = self.http.get(f"/deployments/name/{name}")
         response.raise_for_status()

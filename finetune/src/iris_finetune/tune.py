@@ -21,6 +21,7 @@ import mlflow
 import mlflow.artifacts
 import mlflow.sklearn
 import numpy as np
+from mlflow.entities import Metric
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -224,6 +225,11 @@ def fine_tune(
             "registered_versions",
             ", ".join(f"{n} v{v}" for n, v in registered.items()),
         )
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run.info.run_id,
+        metrics=[Metric(f"duration_{name}", value, now, 0) for name, value in timings.items()],
+    )
     return TuneOutcome(
         rows=len(rows),
         run_id=run.info.run_id,
