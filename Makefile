@@ -14,14 +14,14 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 RUN := $(UV) run --frozen
 
-.PHONY: help sync up down status test lint bench bench-serving bench-tools
+.PHONY: help sync up down status test lint bench bench-serving bench-feedback bench-tools
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 sync:  ## install the locked environment into .venv
 	$(UV) sync --frozen
 
-up: sync  ## main job: start MLflow on 127.0.0.1, run the DVC pipeline, print addresses and versions
+up: sync  ## main job: MLflow, Prefect + worker, the DVC pipeline, the API on 127.0.0.1; print addresses
 	$(RUN) iris-stack up
 
 down:  ## stop the services `make up` started
@@ -30,7 +30,7 @@ down:  ## stop the services `make up` started
 status:  ## which local services answer
 	$(RUN) iris-stack status
 
-test: sync  ## the whole test suite, with real MLflow servers (what CI runs)
+test: sync  ## the whole test suite, with real MLflow, Prefect and API servers (what CI runs)
 	$(RUN) pytest
 
 lint: sync  ## ruff, formatting and mypy (strict)
@@ -38,11 +38,14 @@ lint: sync  ## ruff, formatting and mypy (strict)
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 
-bench: sync bench-tools  ## benchmarks (training, serving): print numbers, no pass/fail
+bench: sync bench-tools  ## benchmarks (training, serving, feedback): print numbers, no pass/fail
 	$(RUN) python -m bench
 
 bench-serving: sync bench-tools  ## the serving benchmark alone (this API vs mlflow models serve)
 	$(RUN) python -m bench serving
+
+bench-feedback: sync  ## the feedback benchmark alone (5th /suggest -> new version served)
+	$(RUN) python -m bench feedback
 
 bench-tools:  # load generators from Debian's packages
 	@command -v wrk >/dev/null && command -v hey >/dev/null || \

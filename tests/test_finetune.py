@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import yaml
+from prefect.flows import Flow, load_flow_from_entrypoint
 from pydantic import ValidationError
 from sklearn.neural_network import MLPClassifier
 
+from iris_api.settings import ApiSettings
+from iris_finetune.flow import FLOW_NAME
 from iris_finetune.settings import FinetuneSettings
 from iris_finetune.store import FAILED, Feedback, FeedbackStore, Turn
 from iris_finetune.tune import feedback_arrays, warm_start
 from iris_training.train import load_dataset
 
+ROOT = Path(__file__).resolve().parents[1]
 ROW = Feedback((5.1, 3.5, 1.4, 0.2), "Iris-setosa")
 
 
@@ -107,3 +113,24 @@ def test_warm_start_continues_with_more_iterations_a_lower_rate_and_weights(
     # ... and the weights of the original rows count.
     other = tuned(0.1)
     assert any(not np.allclose(a, b) for a, b in zip(model.coefs_, other.coefs_, strict=True))
+
+
+def test_prefect_yaml_deploys_one_flow_two_ways() -> None:
+    """`local` is deployed for real by the feedback tests and `make up`; the `kubernetes` one
+    needs a cluster, so its definition is checked here: same flow, an image, settings that
+    point a pod at the cluster's services and an absolute store path on a volume."""
+    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    deployments = {d["name"]: d for d in config["deployments"]}
+    assert set(deployments) == {"local", "kubernetes"}
+    assert config["pull"] == []  # the flow is an installed package: nothing to pull
+    for d in deployments.values():
+        loaded: Flow[..., Any] = load_flow_from_entrypoint(d["entrypoint"], False)
+        assert loaded.name == FLOW_NAME
+        assert d["enforce_parameter_schema"] is True
+    # The API's default deployment is the local one.
+    assert ApiSettings.model_fields["feedback_deployment"].default == f"{FLOW_NAME}/local"
+    k8s = deployments["kubernetes"]["work_pool"]
+    assert k8s["job_variables"]["image"] == "{{ $IRIS_FINETUNE_IMAGE }}"
+    env = k8s["job_variables"]["env"]
+    assert Path(env["IRIS_FINETUNE_FEEDBACK_DB"]).is_absolute()
+    assert env["MLFLOW_TRACKING_URI"].startswith("http://")
