@@ -7,8 +7,10 @@ versions in the registry -> the API serves them.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,19 +33,26 @@ def suggestion(i: int) -> dict[str, Any]:
     return dict(zip(FEATURES, EXAMPLES[name], strict=True)) | {"class_name": name}
 
 
-def api_env(case: FeedbackCase, prefect_url: str | None = None) -> dict[str, str]:
-    return {
+@contextlib.contextmanager
+def api(
+    case: FeedbackCase, folder: Path, bin_dir: Path, prefect_url: str | None = None
+) -> Iterator[httpx.Client]:
+    """The API (real uvicorn, its own environment) serving the case's model and sending
+    suggestions to its deployment; a client for it once it has loaded the model."""
+    env = {
         "IRIS_API_PREFECT_API_URL": prefect_url or case.prefect.url,
         "IRIS_API_FEEDBACK_DEPLOYMENT": case.deployment,
         "IRIS_API_POLL_INTERVAL_S": str(POLL_S),
     }
-
-
-def wait_ready(client: httpx.Client) -> None:
-    deadline = time.monotonic() + 30
-    while client.get("/v2/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, "the API did not load its model"
-        time.sleep(0.1)
+    with (
+        api_process(folder, case.tracking_uri, case.onnx_model, bin_dir, env) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        deadline = time.monotonic() + 30
+        while client.get("/v2/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the API did not load its model"
+            time.sleep(0.1)
+        yield client
 
 
 def send(client: httpx.Client, i: int) -> str:
@@ -64,11 +73,7 @@ def test_four_suggestions_are_stored_without_fine_tune_and_the_fifth_is_served(
     feedback: FeedbackCase, tmp_path: Path, api_bin: Path
 ) -> None:
     case = feedback
-    with (
-        api_process(tmp_path, case.tracking_uri, case.onnx_model, api_bin, api_env(case)) as url,
-        httpx.Client(base_url=url, timeout=30) as client,
-    ):
-        wait_ready(client)
+    with api(case, tmp_path, api_bin) as client:
         first = client.get("/model").json()["version"]
 
         sent = [send(client, i) for i in range(4)]
@@ -119,11 +124,7 @@ def test_twenty_concurrent_suggestions_store_twenty_rows_and_fine_tune_four_time
     feedback: FeedbackCase, tmp_path: Path, api_bin: Path
 ) -> None:
     case = feedback
-    with (
-        api_process(tmp_path, case.tracking_uri, case.onnx_model, api_bin, api_env(case)) as url,
-        httpx.Client(base_url=url, timeout=60) as client,
-    ):
-        wait_ready(client)
+    with api(case, tmp_path, api_bin) as client:
         with ThreadPoolExecutor(max_workers=20) as pool:
             sent = list(pool.map(lambda i: send(client, i), range(20)))
         assert len(set(sent)) == 20
@@ -156,11 +157,7 @@ def test_a_fine_tune_below_the_threshold_registers_nothing(
     case = FeedbackCase.create(
         prefect, registered, tmp_path, IRIS_FINETUNE_ACCURACY_THRESHOLD="1.0"
     )
-    with (
-        api_process(tmp_path, case.tracking_uri, case.onnx_model, api_bin, api_env(case)) as url,
-        httpx.Client(base_url=url, timeout=30) as client,
-    ):
-        wait_ready(client)
+    with api(case, tmp_path, api_bin) as client:
         for i in range(5):
             send(client, i)
         runs = case.prefect.wait_final(case.deployment_id, 5, timeout_s=180)
@@ -191,10 +188,7 @@ def test_bad_suggestions_are_refused_naming_the_field_and_start_no_run(
     feedback: FeedbackCase, tmp_path: Path, api_bin: Path
 ) -> None:
     case = feedback
-    with (
-        api_process(tmp_path, case.tracking_uri, case.onnx_model, api_bin, api_env(case)) as url,
-        httpx.Client(base_url=url, timeout=30) as client,
-    ):
+    with api(case, tmp_path, api_bin) as client:
         for body, field in BAD:
             response = client.post("/suggest", json=body)
             assert response.status_code == 422, body
@@ -210,13 +204,7 @@ def test_prefect_unreachable_answers_503_and_nothing_is_stored(
     # What a stopped Prefect server looks like to the API: nothing listens at its address.
     case = feedback
     gone = f"http://127.0.0.1:{free_port()}/api"
-    with (
-        api_process(
-            tmp_path, case.tracking_uri, case.onnx_model, api_bin, api_env(case, gone)
-        ) as url,
-        httpx.Client(base_url=url, timeout=30) as client,
-    ):
-        wait_ready(client)
+    with api(case, tmp_path, api_bin, gone) as client:
         response = client.post("/suggest", json=suggestion(1))
         assert response.status_code == 503
         assert f"Prefect at {gone} is unreachable" in response.json()["detail"]
@@ -234,11 +222,7 @@ def test_an_idempotency_key_makes_a_retried_suggestion_one_run_and_a_recreated_d
     feedback: FeedbackCase, tmp_path: Path, api_bin: Path
 ) -> None:
     case = feedback
-    with (
-        api_process(tmp_path, case.tracking_uri, case.onnx_model, api_bin, api_env(case)) as url,
-        httpx.Client(base_url=url, timeout=30) as client,
-    ):
-        wait_ready(client)
+    with api(case, tmp_path, api_bin) as client:
         key = {"Idempotency-Key": "client-request-1"}
         first = client.post("/suggest", json=suggestion(0), headers=key).json()
         again = client.post("/suggest", json=suggestion(0), headers=key).json()
