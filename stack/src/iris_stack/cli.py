@@ -66,9 +66,11 @@ def start(settings: StackSettings, service: Service) -> str:
 
 
 def wait(settings: StackSettings, service: Service, url: str | None = None) -> None:
-    """Until a service `start` launched answers; stopped again if it does not."""
+    """Until the service answers `url` (default its health URL); one `start` launched is
+    stopped again if it does not (one found running is left alone)."""
     if service.process is None:
-        return  # it was answering already
+        service.wait_healthy(settings.start_timeout_s, url=url)
+        return
     try:
         service.wait_healthy(settings.start_timeout_s, url=url)
     except ServiceError:
