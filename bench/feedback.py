@@ -20,9 +20,12 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from tests.support import Prefect
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -43,10 +46,12 @@ def _suggestion(i: int) -> dict[str, Any]:
     return dict(zip(FEATURES, EXAMPLES[name], strict=True)) | {"class_name": name}
 
 
-def _wait_completed(prefect: httpx.Client, ids: list[str], timeout_s: float = 300) -> None:
+def _wait_completed(prefect: Prefect, ids: list[str], timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        found = prefect.post("/flow_runs/filter", json={"flow_runs": {"id": {"any_": ids}}})
+        found = prefect.request(
+            "POST", "/flow_runs/filter", json={"flow_runs": {"id": {"any_": ids}}}
+        )
         states = [r["state_type"] for r in found.json()]
         if len(states) == len(ids) and all(s in {"COMPLETED", "FAILED", "CRASHED"} for s in states):
             if set(states) != {"COMPLETED"}:
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     from iris_training.prepare import prepare  # noqa: PLC0415
     from iris_training.train import train  # noqa: PLC0415
-    from tests.support import small_params, uci_lines  # noqa: PLC0415
+    from tests.support import Prefect, small_params, uci_lines  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as name, contextlib.ExitStack() as stack:
         tmp = Path(name)
@@ -135,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
         api.wait_healthy(60, url=ready_url(api))
         base = api.health_url.removesuffix("/v2/health/live")
         client = stack.enter_context(httpx.Client(base_url=base, timeout=60))
-        rest = stack.enter_context(httpx.Client(base_url=prefect_url, timeout=30))
+        rest = Prefect(prefect_url)
+        stack.callback(rest.close)
         registry = MlflowClient(tracking)
         print(f"API poll interval {args.poll:g} s, worker poll 1 s, {args.rounds} rounds")
         rows = [
@@ -148,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
 def _round(
     r: int,
     client: httpx.Client,
-    rest: httpx.Client,
+    rest: Prefect,
     registry: Any,
     experiment_name: str,
     model_name: str,
@@ -166,8 +172,10 @@ def _round(
         time.sleep(0.02)
     served = time.time()
     _wait_completed(rest, [run_id])
-    flow_run = rest.get(f"/flow_runs/{run_id}").json()
-    tasks = rest.post("/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}).json()
+    flow_run = rest.request("GET", f"/flow_runs/{run_id}").json()
+    tasks = rest.request(
+        "POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}
+    ).json()
     tune_task = next(t for t in tasks if t["name"].startswith("fine_tune_at"))
     experiment = registry.get_experiment_by_name(experiment_name)
     [tune] = registry.search_runs(

@@ -183,17 +183,26 @@ class Prefect:
     def close(self) -> None:
         self.http.close()
 
-    def deployment(self, name: str) -> dict[str, Any]:
-        response = self.http.get(f"/deployments/name/{name}")
+    def request(self, method: str, path: str, json: Any = None) -> httpx.Response:
+        """One call, retried while Prefect's SQLite is busy (503 on purpose), then checked."""
+        for attempt in range(12):
+            response = self.http.request(method, path, json=json)
+            if response.status_code != 503:
+                break
+            time.sleep(min(2.0, 0.1 * 2**attempt))
         response.raise_for_status()
-        found: dict[str, Any] = response.json()
+        return response
+
+    def deployment(self, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.request("GET", f"/deployments/name/{name}").json()
         return found
 
     def clone_deployment(self, source: str, name: str, env: dict[str, str]) -> str:
         """A copy of deployment `source` (flow/deployment) named `name`, whose runs get `env`
         (settings of their own: feedback store, registry names); its id."""
         d = self.deployment(source)
-        response = self.http.post(
+        response = self.request(
+            "POST",
             "/deployments/",
             json={
                 "name": name,
@@ -206,15 +215,12 @@ class Prefect:
                 "job_variables": {"env": env},
             },
         )
-        response.raise_for_status()
         return str(response.json()["id"])
 
     def runs(self, deployment_id: str) -> list[dict[str, Any]]:
-        response = self.http.post(
-            "/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment_id]}}}
-        )
-        response.raise_for_status()
-        runs: list[dict[str, Any]] = response.json()
+        runs: list[dict[str, Any]] = self.request(
+            "POST", "/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment_id]}}}
+        ).json()
         return runs
 
     def wait_final(self, deployment_id: str, n: int, timeout_s: float) -> list[dict[str, Any]]:

@@ -234,7 +234,7 @@ def test_an_idempotency_key_makes_a_retried_suggestion_one_run_and_a_recreated_d
 
         # The deployment is deleted and created again under a new id: the cached id answers
         # 404 and the API looks the name up again.
-        case.prefect.http.delete(f"/deployments/{case.deployment_id}").raise_for_status()
+        case.prefect.request("DELETE", f"/deployments/{case.deployment_id}")
         name = case.deployment.split("/", 1)[1]
         new_id = case.prefect.clone_deployment(f"{FLOW_NAME}/local", name, case.env)
         run = client.post("/suggest", json=suggestion(1))
