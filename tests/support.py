@@ -178,7 +178,10 @@ class Prefect:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.http = httpx.Client(base_url=url, timeout=30)
+        # Prefect's uvicorn drops idle connections after 5 s: expire ours first.
+        self.http = httpx.Client(
+            base_url=url, timeout=30, limits=httpx.Limits(keepalive_expiry=2.0)
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -186,9 +189,14 @@ class Prefect:
     def request(self, method: str, path: str, json: Any = None) -> httpx.Response:
         """One call, retried while Prefect's SQLite is busy (503 on purpose), then checked."""
         for attempt in range(12):
-            response = self.http.request(method, path, json=json)
-            if response.status_code != 503:
-                break
+            try:
+                response = self.http.request(method, path, json=json)
+            except (httpx.ReadError, httpx.RemoteProtocolError):
+                if attempt == 11:
+                    raise
+            else:
+                if response.status_code != 503:
+                    break
             time.sleep(min(2.0, 0.1 * 2**attempt))
         response.raise_for_status()
         return response

@@ -4,7 +4,7 @@ API image stays small and the two calls are stable, documented endpoints).
 The deployment id comes from `GET /api/deployments/name/{flow}/{deployment}` once and is cached;
 a 404 on `create_flow_run` (the deployment was re-created) looks it up again. Prefect answers
 503 when its database is busy (SQLite under concurrent writes, on purpose): those requests,
-timeouts and 502/504 are retried with backoff, always with the same idempotency key, so a
+time-outs, dropped connections and 502/504 are retried with backoff, always with the same idempotency key, so a
 retry never creates a second run; this process sends IRIS_API_PREFECT_CONCURRENCY requests at a
 time (1: SQLite's one writer). Any failure is an `Upstream` error; nothing is accepted.
 """
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from prometheus_client import Gauge
 
 from iris_api.errors import Upstream
 from iris_api.settings import ApiSettings
@@ -26,6 +27,8 @@ from iris_api.settings import ApiSettings
 log = logging.getLogger(__name__)
 
 RETRIED = frozenset({502, 503, 504})
+#: Prefect's state types, as `iris_feedback_flow_runs{state}` reports them.
+STATE_TYPES = ("SCHEDULED", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +64,13 @@ class PrefectRuns:
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(base_url=self.url, timeout=self.timeout_s)
+            self._client = httpx.AsyncClient(
+                base_url=self.url,
+                timeout=self.timeout_s,
+                # Prefect's uvicorn drops idle connections after 5 s: let ours go first, so a
+                # request is not written into a connection the server is closing.
+                limits=httpx.Limits(keepalive_expiry=2.0),
+            )
         return self._client
 
     async def create(self, parameters: dict[str, Any], key: str | None = None) -> FlowRun:
@@ -91,6 +100,38 @@ class PrefectRuns:
             )
         except (KeyError, TypeError) as e:
             raise Upstream(f"Prefect at {self.url} answered without a flow run id", 502) from e
+
+    async def run_counts(self) -> dict[str, int]:
+        """Flow runs of the deployment in Prefect, by state type (for the metrics)."""
+        deployment_id = await self._id(refresh=False)
+        counts = {}
+        for state in STATE_TYPES:
+            response = await self._send(
+                "POST",
+                "/flow_runs/count",
+                {
+                    "deployments": {"id": {"any_": [deployment_id]}},
+                    "flow_runs": {"state": {"type": {"any_": [state]}}},
+                },
+            )
+            if response.status_code != 200:
+                raise Upstream(f"Prefect could not count runs: HTTP {response.status_code}", 502)
+            try:
+                counts[state] = int(response.json())
+            except (ValueError, TypeError) as e:
+                raise Upstream("Prefect answered a count that is not a number", 502) from e
+        return counts
+
+    async def watch(self, gauge: Gauge, interval_s: float) -> None:
+        """Every `interval_s`, the deployment's flow runs by state into `gauge` (so failing
+        fine-tunes can alert); a failed check is logged and tried again next time."""
+        while True:
+            try:
+                for state, n in (await self.run_counts()).items():
+                    gauge.labels(state).set(n)
+            except Upstream as e:
+                log.info("flow run counts unavailable: %s", e.detail)
+            await asyncio.sleep(interval_s)
 
     async def _id(self, refresh: bool) -> str:
         async with self._lookup:  # one look-up at a time; the others use its answer
@@ -123,11 +164,18 @@ class PrefectRuns:
             try:
                 async with self._slots:
                     response = await self.client.request(method, path, json=body)
-            except httpx.TimeoutException as e:
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                raise Upstream(
+                    f"Prefect at {self.url} is unreachable ({type(e).__name__}): "
+                    "feedback not accepted, try again later"
+                ) from e
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as e:
+                # The request may or may not have arrived: the same idempotency key makes
+                # sending it again safe.
                 if last:
                     raise Upstream(
-                        f"Prefect at {self.url} did not answer within {self.timeout_s:g} s: "
-                        "feedback not accepted, try again"
+                        f"Prefect at {self.url} did not answer ({type(e).__name__}) after "
+                        f"{attempt + 1} tries: feedback not accepted, try again"
                     ) from e
             except httpx.HTTPError as e:
                 raise Upstream(
