@@ -81,14 +81,15 @@ class ArchiveHandler(BaseHTTPRequestHandler):
 
 def copy_pipeline(root: Path, dest: Path) -> Path:
     """The DVC pipeline of `root` (dvc.yaml, params.yaml, .dvc/config, the stages' sources) and
-    the Prefect deployments (prefect.yaml) in a new git repository at `dest`, with no data and
+    the Prefect deployments (prefect.yaml) and Prometheus' config and rules in a new git repository at `dest`, with no data and
     no cache."""
     dest.mkdir(parents=True)
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", "prefect.yaml"):
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", "prefect.yaml", "prometheus.yml"):
         shutil.copy(root / name, dest / name)
     shutil.copytree(
         root / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local")
     )
+    shutil.copytree(root / "monitoring", dest / "monitoring")
     shutil.copytree(
         root / "training" / "src",
         dest / "training" / "src",

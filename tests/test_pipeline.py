@@ -45,6 +45,7 @@ def stack_env(
         "IRIS_API_PORT": str(api_port or free_port()),
         "IRIS_PREFECT_PORT": str(prefect_port or free_port()),
         "IRIS_WORKER_HEALTH_PORT": str(free_port()),
+        "IRIS_PROMETHEUS_PORT": str(free_port()),
         "IRIS_STATE_DIR": str(state_dir),
     }
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -154,7 +155,8 @@ def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     # The worker before the Prefect server it reports to, the API before what it calls.
     stopped = [line.split(":")[0] for line in down.stdout.splitlines() if "stopped" in line]
-    assert stopped == ["worker", "api", "prefect", "mlflow"]
+    started = ["prometheus"] if shutil.which("prometheus") else []
+    assert stopped == [*started, "worker", "api", "prefect", "mlflow"]
     assert not answers(f"{prefect}/api/health")
     assert not answers(f"{url}/health")
     assert not answers(f"{api}/v2/health/live")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version as package_version
@@ -35,16 +37,23 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     # `*_created` series double the size of /metrics and no dashboard reads them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
-    metrics = Metrics()
+    metrics = Metrics(settings.drift_window, settings.drift_min_rows)
     follower = ModelFollower(settings, metrics)
     prefect = PrefectRuns(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await follower.start()
+        watch = None
+        if settings.prefect_poll_s > 0:
+            watch = asyncio.create_task(prefect.watch(metrics.flow_runs, settings.prefect_poll_s))
         try:
             yield
         finally:
+            if watch is not None:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
             await follower.stop()
             await prefect.close()
 

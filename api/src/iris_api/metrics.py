@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from iris_api.drift import DriftMonitor
 from iris_core import CLASS_NAMES
 
 #: Request latency buckets (s) for the instrumentator: this service answers in well under 1 ms.
@@ -19,9 +20,12 @@ CONFIDENCE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, drift_window: int = 1000, drift_min_rows: int = 100) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # Input histograms and drift scores (computed at scrape time).
+        self.drift = DriftMonitor(drift_window, drift_min_rows)
+        r.register(self.drift)
         # The seed's counter, name and label as they were: predicted_class_name_total{class_name}.
         self.predicted = Counter(
             "predicted_class_name", "Predictions by class name", ["class_name"], registry=r
@@ -64,3 +68,9 @@ class Metrics:
             "iris_feedback_failures", "Suggestions not accepted because Prefect failed",
             registry=r,
         )  # fmt: skip
+        self.flow_runs = Gauge(
+            "iris_feedback_flow_runs",
+            "Flow runs of the feedback deployment in Prefect, by state type (polled)",
+            ["state"],
+            registry=r,
+        )

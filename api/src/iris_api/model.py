@@ -13,7 +13,7 @@ import onnxruntime as ort
 import yaml
 
 from iris_api.metrics import Metrics
-from iris_core import CLASS_NAMES, EXAMPLES, N_FEATURES
+from iris_core import CLASS_NAMES, EXAMPLES, N_FEATURES, drift
 from iris_core.registry import AliasedVersion, Registry, RegistryError
 
 #: What the models output (skl2onnx, zipmap off), in this order.
@@ -40,6 +40,8 @@ class Predictor:
     session: ort.InferenceSession
     input_name: str
     metrics: Metrics
+    #: The training inputs' reference bins (ONNX metadata), for the drift score; None if absent.
+    reference: dict[str, drift.FeatureReference] | None = None
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -49,16 +51,24 @@ class Predictor:
         except (KeyError, ValueError):
             return None
 
-    def run(self, x: npt.NDArray[np.float32]) -> Outputs:
-        """Raw outputs for rows `x` (float32, [N, 4]), recorded in the metrics."""
+    def run(self, x: npt.NDArray[np.float32], record: bool = True) -> Outputs:
+        """Raw outputs for rows `x` (float32, [N, 4]), recorded in the metrics (predictions,
+        inputs, drift) unless `record` is False (a model call that is not a prediction)."""
+        if not record:
+            labels, probabilities = self.session.run(OUTPUT_NAMES, {self.input_name: x})
+            return Outputs(labels, probabilities)
         m = self.metrics
         start = time.perf_counter()
         labels, probabilities = self.session.run(OUTPUT_NAMES, {self.input_name: x})
         m.inference.observe(time.perf_counter() - start)
+        monitor = m.drift
+        if monitor.reference is not self.reference:  # a new model: its own reference bins
+            monitor.set_reference(self.reference)
         if len(labels) == 1:  # the common case, without numpy's per-call overhead
             label = int(labels[0])
             m.predicted_by_index[label].inc()
             m.confidence.observe(float(probabilities[0, label]))
+            monitor.observe(x[0].tolist())
         else:
             counts = np.bincount(labels, minlength=len(CLASS_NAMES)).tolist()
             for child, n in zip(m.predicted_by_index, counts, strict=True):
@@ -66,6 +76,8 @@ class Predictor:
                     child.inc(n)
             for p in probabilities.max(axis=1).tolist():
                 m.confidence.observe(p)
+            for row in x.tolist():
+                monitor.observe(row)
         return Outputs(labels, probabilities)
 
 
@@ -118,10 +130,21 @@ def download(registry: Registry, version: AliasedVersion) -> bytes:
     return registry.artifact(root, str(data))
 
 
+def reference(session: ort.InferenceSession) -> dict[str, drift.FeatureReference] | None:
+    """The drift reference statistics in the model's metadata; None for a model without."""
+    text = session.get_modelmeta().custom_metadata_map.get(drift.METADATA_KEY)
+    if text is None:
+        return None
+    try:
+        return drift.loads(text)
+    except ValueError as e:
+        raise ModelError(f"the model's drift reference is malformed: {e}") from e
+
+
 def load(registry: Registry, version: AliasedVersion, threads: int, metrics: Metrics) -> Predictor:
     """Download, build and check a version; raises RegistryError or ModelError."""
     session = session_from_bytes(download(registry, version), threads)
-    return Predictor(version, session, check(session), metrics)
+    return Predictor(version, session, check(session), metrics, reference(session))
 
 
 __all__ = ["ModelError", "Outputs", "Predictor", "RegistryError", "load"]

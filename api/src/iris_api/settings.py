@@ -50,6 +50,15 @@ class ApiSettings(BaseSettings):
         le=64,
         description="requests to Prefect at a time (1 for SQLite; more with PostgreSQL)",
     )
+    prefect_poll_s: float = Field(
+        30.0, ge=0, le=3600, description="flow run counts for the metrics; 0 = off"
+    )
+    drift_window: int = Field(
+        1000, ge=10, le=1_000_000, description="recent input rows the drift score compares"
+    )
+    drift_min_rows: int = Field(
+        100, ge=1, le=1_000_000, description="rows in the window before a drift score is given"
+    )
     host: str = Field("127.0.0.1", description="address uvicorn binds (0.0.0.0 in a container)")
     port: int = Field(8000, ge=1, le=65535)
     fast_path: bool = Field(True, description="answer POST /predict without FastAPI's routing")

@@ -10,6 +10,7 @@ in the background until `down`. Running `up` twice is safe: what answers already
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +30,8 @@ from iris_stack.services import (
     prefect_env,
     prefect_server,
     prefect_worker,
+    prometheus_config,
+    prometheus_server,
     ready_url,
     stop_group,
     wait_pool_ready,
@@ -135,10 +138,28 @@ def up() -> None:
     try:
         _start_worker(settings)
         _start_api(settings)
+        prometheus = _start_prometheus(settings)
     except ServiceError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(1) from e
-    _print_summary(settings, versions)
+    _print_summary(settings, versions, prometheus)
+
+
+def _start_prometheus(settings: StackSettings) -> bool:
+    """Prometheus with prometheus.yml (the API at its port), if the binary is on PATH."""
+    if shutil.which("prometheus") is None:
+        typer.echo(
+            "prometheus: not on PATH, not started (Debian: apt-get install prometheus)", err=True
+        )
+        return False
+    state = settings.state_dir / "prometheus"
+    config = prometheus_config(
+        Path("prometheus.yml"), f"{settings.host}:{settings.api_port}", state / "prometheus.yml"
+    )
+    service = prometheus_server(config, state, settings.prometheus_port, settings.host)
+    typer.echo(start(settings, service), err=True)
+    wait(settings, service)
+    return True
 
 
 def _start_worker(settings: StackSettings) -> None:
@@ -175,12 +196,16 @@ def _start_api(settings: StackSettings) -> None:
     wait(settings, api, url=ready_url(api))
 
 
-def _print_summary(settings: StackSettings, versions: list[AliasedVersion | None]) -> None:
+def _print_summary(
+    settings: StackSettings, versions: list[AliasedVersion | None], prometheus: bool
+) -> None:
     rows = [
         ("MLflow UI", settings.mlflow_url),
         ("Prefect UI", settings.prefect_url.removesuffix("/api")),
         ("API (Swagger)", f"{settings.api_url}/docs"),
     ]
+    if prometheus:
+        rows.append(("Prometheus", settings.prometheus_url))
     accuracy = ""
     for v in versions:
         if v is None:
@@ -197,9 +222,10 @@ def _print_summary(settings: StackSettings, versions: list[AliasedVersion | None
         typer.echo(f"{key:<{width}}  {value}")
 
 
-#: `down` stops in this order: the worker before the Prefect server it reports to (and the API
-#: before the servers it calls); SIGTERMs each needs (a Prefect worker wants a second one).
-STOP_ORDER = {"worker": 2, "api": 1, "prefect": 1, "mlflow": 1}
+#: `down` stops in this order: Prometheus before what it scrapes, the worker before the Prefect
+#: server it reports to, the API before the servers it calls; SIGTERMs each needs (a Prefect
+#: worker wants a second one).
+STOP_ORDER = {"prometheus": 1, "worker": 2, "api": 1, "prefect": 1, "mlflow": 1}
 
 
 @app.command()
@@ -241,6 +267,8 @@ def status(
         ),
         "api": (settings.api_url, f"{settings.api_url}/v2/health/ready"),
     }
+    if shutil.which("prometheus"):  # `up` starts it only then
+        checks["prometheus"] = (settings.prometheus_url, f"{settings.prometheus_url}/-/ready")
     ok = True
     for name, (url, health) in checks.items():
         up = answers(health)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,8 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 LOOPBACK = "127.0.0.1"
 
@@ -256,6 +259,43 @@ def prefect_worker(
         },
         cwd=cwd,
         stop_signals=2,  # the first SIGTERM asks it to finish; the second makes it exit
+    )
+
+
+def prometheus_config(
+    source: Path, api_target: str, dest: Path, scrape_interval: str | None = None
+) -> Path:
+    """`source` (the repository's prometheus.yml) with the API at `api_target` (host:port),
+    rule files made absolute and, if given, another scrape interval; written to `dest`."""
+    config = yaml.safe_load(source.read_text())
+    config["rule_files"] = [str((source.parent / f).resolve()) for f in config["rule_files"]]
+    for job in config["scrape_configs"]:
+        if job["job_name"] == "api":
+            job["static_configs"] = [{"targets": [api_target]}]
+            if scrape_interval:
+                job["scrape_interval"] = scrape_interval
+    if scrape_interval:
+        config["global"]["scrape_interval"] = scrape_interval
+        config["global"]["evaluation_interval"] = scrape_interval
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(yaml.safe_dump(config, sort_keys=False))
+    return dest
+
+
+def prometheus_server(config: Path, state_dir: Path, port: int, host: str = LOOPBACK) -> Service:
+    """`prometheus` (from PATH: Debian's package) with `config`, its TSDB under `state_dir`."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return Service(
+        name="prometheus",
+        argv=[
+            shutil.which("prometheus") or "prometheus",
+            f"--config.file={config.resolve()}",
+            f"--storage.tsdb.path={(state_dir / 'data').resolve()}",
+            f"--web.listen-address={host}:{port}",
+            "--storage.tsdb.retention.time=7d",
+        ],
+        health_url=f"http://{host}:{port}/-/ready",
+        log_path=state_dir / "prometheus.log",
     )
 
 

@@ -21,6 +21,7 @@ class StackSettings(BaseSettings):
     prefect_port: int = Field(4200, ge=1, le=65535)
     worker_health_port: int = Field(4201, ge=1, le=65535, description="local worker's /health")
     work_pool: str = Field("iris-local", description="Prefect process work pool (local runs)")
+    prometheus_port: int = Field(9090, ge=1, le=65535, description="when `prometheus` is on PATH")
     params: Path = Field(Path("params.yaml"), description="Pipeline parameters (registry names)")
     start_timeout_s: float = Field(120.0, gt=0, description="How long a service may take to start")
 
@@ -36,6 +37,10 @@ class StackSettings(BaseSettings):
     @property
     def feedback_db(self) -> Path:
         return (self.state_dir / "feedback.db").resolve()
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.host}:{self.prometheus_port}"
 
     @property
     def api_url(self) -> str:

@@ -46,7 +46,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 from tqdm import tqdm
 
-from iris_core import FEATURES, N_FEATURES
+from iris_core import FEATURES, N_FEATURES, drift
 from iris_training.cli import exits_cleanly
 from iris_training.data import DataError
 from iris_training.io import atomic_write_text
@@ -176,17 +176,25 @@ def select_best(results: list[FitResult]) -> FitResult:
     return min(results, key=lambda r: (r.val_log_loss, r.point.hidden_layers, r.point.epochs))
 
 
-def to_onnx(model: MLPClassifier, classes: list[str]) -> onnx.ModelProto:
+def to_onnx(
+    model: MLPClassifier, classes: list[str], x_reference: np.ndarray | None = None
+) -> onnx.ModelProto:
     """ONNX graph with plain outputs (`label` int64 [N], `probabilities` float32 [N, C]) and the
-    class names and feature names in its metadata, so a server needs nothing else."""
+    class names, feature names and (given rows `x_reference`, the training inputs) the input
+    drift reference statistics in its metadata, so a server needs nothing else."""
     onx: onnx.ModelProto = skl_to_onnx(
         model,
         initial_types=[(ONNX_INPUT, FloatTensorType([None, N_FEATURES]))],
         options={id(model): {"zipmap": False}},
     )
-    onnx.helper.set_model_props(
-        onx, {"class_names": json.dumps(classes), "features": json.dumps(list(FEATURES))}
-    )
+    props = {"class_names": json.dumps(classes), "features": json.dumps(list(FEATURES))}
+    if x_reference is not None:
+        # float32, as the model (and so the server) sees the inputs: a value on a bin edge
+        # must fall on the same side here and there (5.1 in float32 is 5.0999999...).
+        x32 = x_reference.astype(np.float32)
+        columns = {name: x32[:, i].tolist() for i, name in enumerate(FEATURES)}
+        props[drift.METADATA_KEY] = drift.dumps(drift.reference_from_columns(columns))
+    onnx.helper.set_model_props(onx, props)
     return onx
 
 
@@ -275,7 +283,7 @@ def log_models(
     mlflow.log_dict({"labels": data.classes, "matrix": cm.tolist()}, "confusion_matrix.json")
 
     x32 = data.x_test.astype(np.float32)
-    onx = to_onnx(model, data.classes)
+    onx = to_onnx(model, data.classes, data.x_train)
     session = onnxruntime.InferenceSession(
         onx.SerializeToString(), providers=["CPUExecutionProvider"]
     )

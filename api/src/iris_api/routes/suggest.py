@@ -48,7 +48,9 @@ async def suggest(
     model = request.app.state.follower.current
     predicted: str | None = None
     if model is not None:
-        label = int(model.run(np.array([feedback.row()], dtype=np.float32)).labels[0])
+        # Not a prediction: kept out of the prediction, input and drift metrics.
+        outputs = model.run(np.array([feedback.row()], dtype=np.float32), record=False)
+        label = int(outputs.labels[0])
         predicted = CLASS_NAMES[label]
     parameters: dict[str, Any] = feedback.model_dump()
     try:

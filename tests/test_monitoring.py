@@ -1,0 +1,199 @@
+"""Monitoring against real parts: promtool on the config and rules, and a real Prometheus
+scraping the real API (uvicorn, its own environment) on 127.0.0.1 after known traffic: every
+dashboard query answers, the seed's counter equals the traffic, drift scores move as they must.
+
+CI installs Prometheus from Debian (`promtool` comes with it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from iris_core import FEATURES
+from iris_stack.services import free_port, prometheus_config, prometheus_server, running
+from tests.support import FeedbackCase, api_process
+
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD = ROOT / "k8s" / "grafana" / "iris-dashboard.json"
+WINDOW = 200  # IRIS_API_DRIFT_WINDOW for these tests
+BOUND = 0.25  # the IrisInputDrift alert's bound
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("promtool")
+    assert tool, "promtool not found: apt-get install prometheus (CI does)"
+    return subprocess.run([tool, *args], cwd=ROOT, capture_output=True, text=True, check=False)
+
+
+def test_promtool_accepts_the_config_and_the_rules() -> None:
+    for args in (("check", "config", "prometheus.yml"), ("check", "rules", "monitoring/rules.yml")):
+        result = promtool(*args)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_has_unit_tests_that_pass() -> None:
+    result = promtool("test", "rules", "monitoring/rules.test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rules = (ROOT / "monitoring" / "rules.yml").read_text()
+    tests = (ROOT / "monitoring" / "rules.test.yml").read_text()
+    alerts = set(re.findall(r"- alert: (\w+)", rules))
+    assert alerts >= {
+        "IrisApiDown",
+        "IrisApiHighErrorRatio",
+        "IrisApiHighLatency",
+        "IrisNoModelLoaded",
+        "IrisModelReloadFailures",
+        "IrisFineTuneRunsFailing",
+        "IrisInputDrift",
+    }
+    tested: dict[str, set[bool]] = {}
+    for case in yaml.safe_load(tests)["tests"]:
+        for check in case.get("alert_rule_test", []):
+            tested.setdefault(check["alertname"], set()).add(bool(check["exp_alerts"]))
+    # every alert is tested firing and staying quiet
+    assert tested == {alert: {True, False} for alert in alerts}
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every target, with Grafana's variables filled in."""
+    board = json.loads(DASHBOARD.read_text())
+    queries = []
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"].replace("$__rate_interval", "30s").replace("$__range", "5m")
+            assert "$" not in expr, (panel["title"], expr)
+            queries.append((panel["title"], expr))
+    return queries
+
+
+def test_the_dashboard_uses_the_datasource_variable_only() -> None:
+    board = json.loads(DASHBOARD.read_text())
+    assert [v["name"] for v in board["templating"]["list"]] == ["datasource"]
+    text = DASHBOARD.read_text()
+    uids = set(re.findall(r'"uid": "([^"]*)"', text))
+    assert uids == {"${datasource}", board["uid"]}
+    assert (board["time"]["from"], board["refresh"]) == ("now-5m", "5s")
+    [seed] = [p for p in board["panels"] if p["title"] == "Predicted Classes"]
+    assert seed["targets"][0]["legendFormat"] == "{{class_name}}"
+    assert "predicted_class_name_total" in seed["targets"][0]["expr"]
+
+
+class PromQL:
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=10)
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        answer = self.http.get("/api/v1/query", params={"query": expr}).json()
+        assert answer["status"] == "success", (expr, answer)
+        result: list[dict[str, Any]] = answer["data"]["result"]
+        return result
+
+    def values(self, expr: str, label: str) -> dict[str, float]:
+        return {r["metric"][label]: float(r["value"][1]) for r in self.query(expr)}
+
+    def wait(self, check: Any, timeout_s: float = 60) -> None:
+        """Until `check()` is true: Prometheus scrapes every second here; no fixed sleeps."""
+        deadline = time.monotonic() + timeout_s
+        while not check():
+            assert time.monotonic() < deadline, "Prometheus did not see it in time"
+            time.sleep(0.25)
+
+
+@pytest.fixture
+def monitored(
+    feedback: FeedbackCase, api_bin: Path, tmp_path: Path
+) -> Iterator[tuple[httpx.Client, PromQL]]:
+    """The API (drift window of 200 rows, Prefect counts every second) and a Prometheus
+    scraping it every second with the repository's prometheus.yml and rules."""
+    case = feedback
+    env = {
+        "IRIS_API_PREFECT_API_URL": case.prefect.url,
+        "IRIS_API_FEEDBACK_DEPLOYMENT": case.deployment,
+        "IRIS_API_PREFECT_POLL_S": "1",
+        "IRIS_API_DRIFT_WINDOW": str(WINDOW),
+        "IRIS_API_DRIFT_MIN_ROWS": "50",
+    }
+    with api_process(tmp_path / "api", case.tracking_uri, case.onnx_model, api_bin, env) as url:
+        config = prometheus_config(
+            ROOT / "prometheus.yml", url.removeprefix("http://"), tmp_path / "prometheus.yml", "1s"
+        )
+        with (
+            running(prometheus_server(config, tmp_path / "prometheus", free_port())) as prom,
+            httpx.Client(base_url=url, timeout=30) as client,
+        ):
+            promql = PromQL(prom.health_url.removesuffix("/-/ready"))
+            promql.wait(lambda: promql.values('up{job="api"}', "job") == {"api": 1.0})
+            deadline = time.monotonic() + 30
+            while client.get("/v2/health/ready").status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            yield client, promql
+            promql.http.close()
+
+
+def rows(path: Path) -> np.ndarray:
+    return np.loadtxt(path, delimiter=",", ndmin=2)[:, : len(FEATURES)]
+
+
+def predict(client: httpx.Client, x: np.ndarray, sent: Counter[str]) -> None:
+    for row in x.tolist():
+        answer = client.post("/predict", json=dict(zip(FEATURES, row, strict=True)))
+        assert answer.status_code == 200, answer.text
+        sent[answer.json()["class_name"]] += 1
+
+
+def test_prometheus_sees_the_traffic_every_panel_answers_and_drift_moves_with_the_inputs(
+    monitored: tuple[httpx.Client, PromQL], data_dir: Path
+) -> None:
+    client, promql = monitored
+    train = rows(data_dir / "train.csv")
+    sent: Counter[str] = Counter()
+
+    # Known traffic: the training rows (drawn from the training distribution), a batch, bad
+    # input, feedback.
+    rng = np.random.default_rng(7)
+    predict(client, train[rng.integers(0, len(train), WINDOW)], sent)
+    batch = client.post(
+        "/predict/batch",
+        json={"instances": [dict(zip(FEATURES, r, strict=True)) for r in train[:3].tolist()]},
+    )
+    assert batch.status_code == 200
+    for p in batch.json()["predictions"]:
+        sent[p["class_name"]] += 1
+    assert client.post("/predict", json={"sepal_length": -1}).status_code == 422
+    for i in range(2):
+        body = dict(zip(FEATURES, train[i].tolist(), strict=True))
+        assert client.post("/suggest", json=body | {"class_name": "Iris-setosa"}).status_code == 202
+
+    # The seed's counter per class equals the traffic sent, once scraped.
+    promql.wait(lambda: promql.values("predicted_class_name_total", "class_name") == dict(sent))
+    # Every expression of every dashboard panel answers with data (rates need two scrapes).
+    queries = dashboard_queries()
+    assert len(queries) >= 12
+    promql.wait(lambda: all(promql.query(expr) for _, expr in queries))
+    # Drift: traffic from the training distribution stays under the alert's bound.
+    calm = promql.values("iris_input_drift_psi", "feature")
+    assert set(calm) == set(FEATURES)
+    assert max(calm.values()) < BOUND, calm
+
+    # Petal length + 3 cm for a whole window: that feature over the bound, the others under.
+    shifted = train[rng.integers(0, len(train), WINDOW)].copy()
+    shifted[:, FEATURES.index("petal_length")] += 3
+    predict(client, shifted, sent)
+    promql.wait(lambda: promql.values("predicted_class_name_total", "class_name") == dict(sent))
+    drifted = promql.values("iris_input_drift_psi", "feature")
+    assert drifted["petal_length"] > BOUND, drifted
+    assert all(v < BOUND for k, v in drifted.items() if k != "petal_length"), drifted
