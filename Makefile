@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 RUN := $(UV) run --frozen
 
-.PHONY: help sync up down status test lint bench bench-serving bench-feedback bench-tools
+.PHONY: help sync up down status test lint screenshots bench bench-serving bench-feedback bench-tools
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
@@ -29,6 +29,9 @@ down:  ## stop the services `make up` started
 
 status:  ## which local services answer
 	$(RUN) iris-stack status
+
+screenshots: sync  ## with the stack up: a little traffic, then Chromium screenshots into docs/
+	$(RUN) iris-stack screenshots
 
 test: sync  ## the whole test suite, with real MLflow, Prefect and API servers (what CI runs)
 	$(RUN) pytest

@@ -44,8 +44,9 @@ class DriftMonitor(Collector):
         self._refs = [reference[name] for name in FEATURES] if reference else []
         self._counts = [[0] * len(r.counts) for r in self._refs]
         rows, self._rows = self._rows, deque()
-        for row, _ in rows:
-            self._window(row)
+        if self._refs:  # the same recent rows, on the new bins
+            for row, _ in rows:
+                self._window(row)
 
     def observe(self, row: Sequence[float]) -> None:
         """One input row (the 4 features in order)."""

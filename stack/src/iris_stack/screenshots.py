@@ -1,0 +1,117 @@
+"""`iris-stack screenshots`: with the local stack up, send a little traffic (predictions and
+five suggestions, so one fine-tune runs) and save headless-Chromium screenshots of Swagger, the
+MLflow model page, the Prefect flow run that fine-tuned and a Prometheus graph of
+`predicted_class_name_total` into docs/. The README shows them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import typer
+
+from iris_core import CLASS_NAMES, EXAMPLES, FEATURES
+from iris_stack.settings import StackSettings
+
+#: Chromium flags for a server without a display (root needs --no-sandbox).
+CHROMIUM = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--hide-scrollbars",
+    "--force-device-scale-factor=1",
+    "--window-size=1400,900",
+    "--virtual-time-budget=20000",  # let the single-page apps fetch and draw
+]
+
+
+def browser() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if found := shutil.which(name):
+            return found
+    raise typer.BadParameter("no Chromium on PATH (Debian: apt-get install chromium)")
+
+
+def shoot(chromium: str, url: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [chromium, *CHROMIUM, f"--screenshot={path.resolve()}", url],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if result.returncode != 0 or not path.exists():
+        raise RuntimeError(f"chromium could not capture {url}: {result.stderr[-500:]}")
+    typer.echo(f"{path}  <- {url}")
+
+
+def traffic(settings: StackSettings, predictions: int) -> str:
+    """Predictions of each class, then suggestions until a fine-tune has run; the id of the
+    flow run that fine-tuned."""
+    with httpx.Client(base_url=settings.api_url, timeout=30) as api:
+        for i in range(predictions):
+            flower = dict(zip(FEATURES, EXAMPLES[CLASS_NAMES[i % 3]], strict=True))
+            api.post("/predict", json=flower).raise_for_status()
+        before = api.get("/model").json()["version"]
+        runs = []
+        for i in range(5):
+            name = CLASS_NAMES[i % 3]
+            body = dict(zip(FEATURES, EXAMPLES[name], strict=True)) | {"class_name": name}
+            answer = api.post("/suggest", json=body)
+            answer.raise_for_status()
+            runs.append(answer.json()["flow_run_id"])
+        with httpx.Client(base_url=settings.prefect_url, timeout=30) as prefect:
+            deadline = time.monotonic() + 180
+            while True:
+                found = prefect.post(
+                    "/flow_runs/filter", json={"flow_runs": {"id": {"any_": runs}}}
+                )
+                states = [r["state_type"] for r in found.json()] if found.is_success else []
+                if len(states) == len(runs) and all(s == "COMPLETED" for s in states):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the suggestions' flow runs did not complete: {states}")
+                time.sleep(0.5)
+            tuned = [
+                r["id"]
+                for r in prefect.post(
+                    "/task_runs/filter",
+                    json={
+                        "flow_runs": {"id": {"any_": runs}},
+                        "task_runs": {"name": {"like_": "fine_tune_at"}},
+                    },
+                ).json()
+            ]
+        deadline = time.monotonic() + 60
+        while api.get("/model").json()["version"] == before and time.monotonic() < deadline:
+            api.post("/predict", json=dict(zip(FEATURES, EXAMPLES["Iris-setosa"], strict=True)))
+            time.sleep(1)
+    if not tuned:
+        typer.echo("no fine-tune among these runs (the store was not at a multiple of 5)", err=True)
+        return str(runs[-1])
+    with httpx.Client(base_url=settings.prefect_url, timeout=30) as prefect:
+        task = prefect.get(f"/task_runs/{tuned[0]}").json()
+    return str(task["flow_run_id"])
+
+
+def take(settings: StackSettings, out: Path, predictions: int = 60) -> None:
+    chromium = browser()
+    run_id = traffic(settings, predictions)
+    time.sleep(6)  # one more scrape and evaluation at the 5 s interval, so the graph has it
+    prefect_ui = settings.prefect_url.removesuffix("/api")
+    expr = quote("sum by (class_name) (predicted_class_name_total)")
+    shots = {
+        "swagger.png": f"{settings.api_url}/docs",
+        "mlflow-model.png": f"{settings.mlflow_url}/#/models/IrisModel",
+        "prefect-finetune-run.png": f"{prefect_ui}/runs/flow-run/{run_id}",
+        "prometheus-predicted-classes.png": (
+            f"{settings.prometheus_url}/graph?g0.expr={expr}&g0.tab=0&g0.range_input=15m"
+        ),
+    }
+    for name, url in shots.items():
+        shoot(chromium, url, out / name)
