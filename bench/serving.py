@@ -6,7 +6,8 @@ uvicorn worker each, one after the other, under the same load generators:
 
 - throughput: `wrk` (Debian package) with keep-alive connections, as fast as it can;
 - the API again with IRIS_API_FAST_PATH=false (FastAPI's routing for /predict), to show what
-  the fast path is worth;
+  the fast path is worth, and with IRIS_API_INPUT_MONITORING=false (no input histograms, no
+  drift window), to show what input monitoring costs;
 - fixed rate: `hey -q` (Debian package) at 500 requests/s on one connection, evenly spaced
   (hey's `-q` is per connection, so more connections would fire in bursts), latency per request
   from its CSV output.
@@ -122,6 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 4, 64])
     parser.add_argument("--seconds", type=int, default=10, help="per wrk or hey run")
     parser.add_argument("--rate", type=int, default=500, help="fixed rate, requests/s")
+    parser.add_argument(
+        "--servers", nargs="+", help="run only these (names as in the report), in this order"
+    )
     args = parser.parse_args(argv)
     missing = [tool for tool in ("wrk", "hey") if shutil.which(tool) is None]
     if missing:
@@ -181,8 +185,15 @@ def main(argv: list[str] | None = None) -> None:
                                env={"IRIS_API_FAST_PATH": "false"}),
                     ours, OURS_BODY,
                 ),
+                "iris-api, no input monitoring": (
+                    api_server(port, tracking, tmp / "api-plain.log", bin_dir=api_bin,
+                               env={"IRIS_API_INPUT_MONITORING": "false"}),
+                    ours, OURS_BODY,
+                ),
                 "mlflow models serve": (peer, f"http://127.0.0.1:{port}/invocations", PEER_BODY),
             }  # fmt: skip
+            if args.servers:
+                servers = {k: v for k, v in servers.items() if k in args.servers}
             for name, (service, url, body) in servers.items():
                 begin = time.perf_counter()
                 with running(service) as server:
@@ -206,16 +217,16 @@ def report(
     memory: dict[str, float],
     installed_mb: float,
 ) -> None:
-    peer = results["mlflow models serve"]
+    peer = results.get("mlflow models serve")
     print(
         f"\n{'load':<12} {'server':<24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}   vs peer (req/s)"
     )
-    for load in results["iris-api"]:
+    for load in next(iter(results.values())):
         for name, numbers in results.items():
             row = numbers[load]
             ratio = (
                 f"{row.rps / peer[load].rps:5.2f}x"
-                if load.startswith("wrk") and name != "mlflow models serve"
+                if peer and load.startswith("wrk") and name != "mlflow models serve"
                 else ""
             )
             print(

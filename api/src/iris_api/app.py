@@ -37,7 +37,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     # `*_created` series double the size of /metrics and no dashboard reads them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
-    metrics = Metrics(settings.drift_window, settings.drift_min_rows)
+    metrics = Metrics(settings.drift_window, settings.drift_min_rows, settings.input_monitoring)
     follower = ModelFollower(settings, metrics)
     prefect = PrefectRuns(settings)
 

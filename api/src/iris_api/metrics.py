@@ -20,12 +20,15 @@ CONFIDENCE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
 class Metrics:
-    def __init__(self, drift_window: int = 1000, drift_min_rows: int = 100) -> None:
+    def __init__(
+        self, drift_window: int = 1000, drift_min_rows: int = 100, inputs: bool = True
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        # Input histograms and drift scores (computed at scrape time).
-        self.drift = DriftMonitor(drift_window, drift_min_rows)
-        r.register(self.drift)
+        # Input histograms and drift scores (computed at scrape time), unless turned off.
+        self.drift = DriftMonitor(drift_window, drift_min_rows) if inputs else None
+        if self.drift is not None:
+            r.register(self.drift)
         # The seed's counter, name and label as they were: predicted_class_name_total{class_name}.
         self.predicted = Counter(
             "predicted_class_name", "Predictions by class name", ["class_name"], registry=r

@@ -62,13 +62,14 @@ class Predictor:
         labels, probabilities = self.session.run(OUTPUT_NAMES, {self.input_name: x})
         m.inference.observe(time.perf_counter() - start)
         monitor = m.drift
-        if monitor.reference is not self.reference:  # a new model: its own reference bins
-            monitor.set_reference(self.reference)
+        if monitor is not None and monitor.reference is not self.reference:
+            monitor.set_reference(self.reference)  # a new model: its own reference bins
         if len(labels) == 1:  # the common case, without numpy's per-call overhead
             label = int(labels[0])
             m.predicted_by_index[label].inc()
             m.confidence.observe(float(probabilities[0, label]))
-            monitor.observe(x[0].tolist())
+            if monitor is not None:
+                monitor.observe(x[0].tolist())
         else:
             counts = np.bincount(labels, minlength=len(CLASS_NAMES)).tolist()
             for child, n in zip(m.predicted_by_index, counts, strict=True):
@@ -76,8 +77,9 @@ class Predictor:
                     child.inc(n)
             for p in probabilities.max(axis=1).tolist():
                 m.confidence.observe(p)
-            for row in x.tolist():
-                monitor.observe(row)
+            if monitor is not None:
+                for row in x.tolist():
+                    monitor.observe(row)
         return Outputs(labels, probabilities)
 
 

@@ -53,6 +53,9 @@ class ApiSettings(BaseSettings):
     prefect_poll_s: float = Field(
         30.0, ge=0, le=3600, description="flow run counts for the metrics; 0 = off"
     )
+    input_monitoring: bool = Field(
+        True, description="per-row input histograms and drift scores (off: neither is exported)"
+    )
     drift_window: int = Field(
         1000, ge=10, le=1_000_000, description="recent input rows the drift score compares"
     )
