@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 RUN := $(UV) run --frozen
 
-.PHONY: help sync up down status test lint screenshots bench bench-serving bench-feedback bench-tools
+.PHONY: help sync up down status test test-tools lint screenshots bench bench-serving bench-feedback bench-tools
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
@@ -33,7 +33,7 @@ status:  ## which local services answer
 screenshots: sync  ## with the stack up: a little traffic, then Chromium screenshots into docs/
 	$(RUN) iris-stack screenshots
 
-test: sync  ## the whole test suite, with real MLflow, Prefect and API servers (what CI runs)
+test: sync test-tools  ## the whole test suite, with real MLflow, Prefect and API servers (what CI runs)
 	$(RUN) pytest
 
 lint: sync  ## ruff, formatting and mypy (strict)
@@ -49,6 +49,12 @@ bench-serving: sync bench-tools  ## the serving benchmark alone (this API vs mlf
 
 bench-feedback: sync  ## the feedback benchmark alone (5th /suggest -> new version served)
 	$(RUN) python -m bench feedback
+
+test-tools:  # Prometheus and promtool from Debian's package: the monitoring tests run them
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -qq prometheus >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus); \
+	  else echo "the tests need Prometheus: sudo apt-get install prometheus"; exit 1; fi
 
 bench-tools:  # load generators from Debian's packages
 	@command -v wrk >/dev/null && command -v hey >/dev/null || \

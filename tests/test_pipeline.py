@@ -81,6 +81,9 @@ def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
         assert f"MLflow UI      {url}" in first.stdout
         assert f"API (Swagger)  {api}/docs" in first.stdout
         assert f"Prefect UI     {prefect}" in first.stdout
+        if shutil.which("prometheus"):
+            assert "prometheus: started" in first.stderr
+            assert "Prometheus     http://127.0.0.1:" in first.stdout
         for name in ("mlflow", "prefect", "worker", "api"):
             assert f"{name}: started" in first.stderr
         answer = httpx.post(

@@ -99,10 +99,25 @@ def traffic(settings: StackSettings, predictions: int) -> str:
     return str(task["flow_run_id"])
 
 
+def scraped(settings: StackSettings, at_least: int, timeout_s: float = 60) -> None:
+    """Until Prometheus has scraped at least `at_least` predictions (so the graph shows them)."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(base_url=settings.prometheus_url, timeout=10) as prometheus:
+        while time.monotonic() < deadline:
+            answer = prometheus.get(
+                "/api/v1/query", params={"query": "sum(predicted_class_name_total)"}
+            ).json()
+            result = answer.get("data", {}).get("result", [])
+            if result and float(result[0]["value"][1]) >= at_least:
+                return
+            time.sleep(0.5)
+    raise RuntimeError(f"Prometheus at {settings.prometheus_url} did not scrape the predictions")
+
+
 def take(settings: StackSettings, out: Path, predictions: int = 60) -> None:
     chromium = browser()
     run_id = traffic(settings, predictions)
-    time.sleep(6)  # one more scrape and evaluation at the 5 s interval, so the graph has it
+    scraped(settings, predictions)
     prefect_ui = settings.prefect_url.removesuffix("/api")
     expr = quote("sum by (class_name) (predicted_class_name_total)")
     shots = {
