@@ -219,7 +219,7 @@ def report(
 ) -> None:
     peer = results.get("mlflow models serve")
     print(
-        f"\n{'load':<12} {'server':<24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}   vs peer (req/s)"
+        f"\n{'load':<12} {'server':<30} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}   vs peer (req/s)"
     )
     for load in next(iter(results.values())):
         for name, numbers in results.items():
@@ -230,11 +230,11 @@ def report(
                 else ""
             )
             print(
-                f"{load:<12} {name:<24} {row.rps:9.0f} {row.p50_ms:8.2f} {row.p99_ms:8.2f}   {ratio}"
+                f"{load:<12} {name:<30} {row.rps:9.0f} {row.p50_ms:8.2f} {row.p99_ms:8.2f}   {ratio}"
             )
     print("\ngoals: req/s >= 5x the peer's; p99 < 5 ms at 500 req/s")
     for name in results:
         print(
-            f"{name:<24} ready after {started[name]:5.1f} s, RSS after the load {memory[name]:6.0f} MB"
+            f"{name:<30} ready after {started[name]:5.1f} s, RSS after the load {memory[name]:6.0f} MB"
         )
     print(f"iris-api environment (uv sync --package iris-api --no-dev): {installed_mb:.0f} MB")
