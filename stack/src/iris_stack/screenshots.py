@@ -125,7 +125,7 @@ def take(settings: StackSettings, out: Path, predictions: int = 60) -> None:
         "mlflow-model.png": f"{settings.mlflow_url}/#/models/IrisModel",
         "prefect-finetune-run.png": f"{prefect_ui}/runs/flow-run/{run_id}",
         "prometheus-predicted-classes.png": (
-            f"{settings.prometheus_url}/graph?g0.expr={expr}&g0.tab=0&g0.range_input=15m"
+            f"{settings.prometheus_url}/graph?g0.expr={expr}&g0.tab=0&g0.range_input=3m"
         ),
     }
     for name, url in shots.items():
