@@ -7,8 +7,10 @@ import math
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from pydantic import ValidationError
 
 from iris_api.drift import INPUT_BUCKETS, DriftMonitor
+from iris_api.settings import ApiSettings
 from iris_core import FEATURES, drift
 
 RNG = np.random.default_rng(3)
@@ -111,3 +113,9 @@ def test_histograms_count_every_row_in_fixed_buckets() -> None:
     assert 'iris_input_cm_sum{feature="petal_length"} 37.9' in text
     assert "iris_input_drift_window_rows 0.0" in text  # no reference: no window
     assert len(INPUT_BUCKETS) == 19
+
+
+def test_the_minimum_rows_must_fit_in_the_window() -> None:
+    with pytest.raises(ValidationError, match="at most IRIS_API_DRIFT_WINDOW"):
+        ApiSettings(drift_window=50, drift_min_rows=60)
+    assert ApiSettings(drift_window=50, drift_min_rows=50).drift_min_rows == 50

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, HttpUrl, ValidationError
+from pydantic import AliasChoices, Field, HttpUrl, ValidationError, field_validator
+from pydantic_core.core_schema import ValidationInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "IRIS_API_"
@@ -67,6 +68,14 @@ class ApiSettings(BaseSettings):
     fast_path: bool = Field(True, description="answer POST /predict without FastAPI's routing")
     access_log: bool = Field(False, description="one log line per request (costs throughput)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("drift_min_rows")
+    @classmethod
+    def _fits_the_window(cls, value: int, info: ValidationInfo) -> int:
+        window = info.data.get("drift_window")
+        if window is not None and value > window:
+            raise ValueError(f"must be at most IRIS_API_DRIFT_WINDOW ({window})")
+        return value
 
     @property
     def tracking_url(self) -> str:
