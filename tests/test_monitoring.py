@@ -160,12 +160,13 @@ def test_prometheus_sees_the_traffic_every_panel_answers_and_drift_moves_with_th
 ) -> None:
     client, promql = monitored
     train = rows(data_dir / "train.csv")
+    # Flowers of the population the training rows came from: train and test rows alike.
+    population = np.vstack([train, rows(data_dir / "test.csv")])
     sent: Counter[str] = Counter()
 
-    # Known traffic: the training rows (drawn from the training distribution), a batch, bad
-    # input, feedback.
+    # Known traffic: a window of rows drawn from that population, a batch, bad input, feedback.
     rng = np.random.default_rng(7)
-    predict(client, train[rng.integers(0, len(train), WINDOW)], sent)
+    predict(client, population[rng.integers(0, len(population), WINDOW)], sent)
     batch = client.post(
         "/predict/batch",
         json={"instances": [dict(zip(FEATURES, r, strict=True)) for r in train[:3].tolist()]},
@@ -190,7 +191,7 @@ def test_prometheus_sees_the_traffic_every_panel_answers_and_drift_moves_with_th
     assert max(calm.values()) < BOUND, calm
 
     # Petal length + 3 cm for a whole window: that feature over the bound, the others under.
-    shifted = train[rng.integers(0, len(train), WINDOW)].copy()
+    shifted = population[rng.integers(0, len(population), WINDOW)].copy()
     shifted[:, FEATURES.index("petal_length")] += 3
     predict(client, shifted, sent)
     promql.wait(lambda: promql.values("predicted_class_name_total", "class_name") == dict(sent))
