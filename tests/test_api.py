@@ -390,3 +390,23 @@ def _sample(client: TestClient, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"{name} not in /metrics")
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "loc"),
+    [
+        # found by schemathesis: orjson cannot write integers beyond 64 bits
+        (
+            {"instances": [5, -16111163446138818747432960]},
+            "/predict/batch",
+            ["body", "instances", 1],
+        ),
+        (SETOSA | {"sepal_width": 10**30}, "/predict", ["body", "sepal_width"]),
+    ],
+)
+def test_huge_integers_are_a_422_not_a_500(
+    client: TestClient, body: dict[str, Any], path: str, loc: list[Any]
+) -> None:
+    answer = client.post(path, json=body)
+    assert answer.status_code == 422, answer.text
+    assert loc in _loc(answer)

@@ -111,9 +111,13 @@ def _where(loc: list[object]) -> str:
 
 def _error(error: dict[str, object]) -> dict[str, object]:
     """A validation error as sent: a scalar input is echoed; a list, an object or raw bytes
-    (JSON that did not parse, maybe not even UTF-8) are not."""
-    if isinstance(error.get("input"), list | dict | bytes):
+    (JSON that did not parse, maybe not even UTF-8) are not; an integer JSON cannot carry in
+    64 bits (orjson refuses it) is echoed as a string."""
+    value = error.get("input")
+    if isinstance(value, list | dict | bytes):
         return {k: v for k, v in error.items() if k != "input"}
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return {**error, "input": str(value)}
     return error
 
 
