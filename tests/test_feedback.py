@@ -20,9 +20,10 @@ import httpx
 from iris_core import CLASS_NAMES, EXAMPLES, FEATURES
 from iris_finetune.flow import FLOW_NAME
 from iris_finetune.tune import FEEDBACK_ROWS, PARENT_VERSION
-from iris_stack.services import Service, free_port
+from iris_stack.services import Service, deploy_local, free_port, prefect_server, running
 from tests.support import FeedbackCase, Prefect, Registered, api_process
 
+ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 1.0
 FLOWER = dict(zip(FEATURES, EXAMPLES["Iris-setosa"], strict=True))
 
@@ -216,6 +217,42 @@ def test_prefect_unreachable_answers_503_and_nothing_is_stored(
         assert client.post("/predict", json=FLOWER).status_code == 200  # serving goes on
     assert case.prefect.runs(case.deployment_id) == []
     assert case.store.count() == 0
+
+
+def test_prefect_stopped_answers_503_and_the_refused_suggestion_created_no_run(
+    feedback: FeedbackCase, tmp_path: Path, api_bin: Path
+) -> None:
+    """A Prefect server of its own, with the `local` deployment as `make up` makes it (and no
+    worker: runs stay scheduled, so they can be counted): one suggestion while it runs, one
+    after it stopped; restarted on the same state, it holds exactly the first run."""
+    state, port = tmp_path / "prefect", free_port()
+    server = prefect_server(state, port)
+    url = server.health_url.removesuffix("/health")
+    with running(server, timeout_s=120):
+        deploy_local(url, state / "client", "iris-stopped", ROOT)
+        env = {
+            "IRIS_API_PREFECT_API_URL": url,
+            "IRIS_API_POLL_INTERVAL_S": str(POLL_S),
+            "IRIS_API_PREFECT_POLL_S": "0",
+        }
+        with (
+            api_process(
+                tmp_path / "api", feedback.tracking_uri, feedback.onnx_model, api_bin, env
+            ) as base,
+            httpx.Client(base_url=base, timeout=60) as client,
+        ):
+            first = client.post("/suggest", json=suggestion(0))
+            assert first.status_code == 202, first.text
+            server.stop()
+            refused = client.post("/suggest", json=suggestion(1))
+            assert refused.status_code == 503
+            assert f"Prefect at {url} is unreachable" in refused.json()["detail"]
+            assert client.post("/predict", json=FLOWER).status_code == 200
+    with running(prefect_server(state, port), timeout_s=120):
+        again = Prefect(url)
+        runs = again.request("POST", "/flow_runs/filter", json={}).json()
+        again.close()
+    assert [r["id"] for r in runs] == [first.json()["flow_run_id"]]
 
 
 def test_an_idempotency_key_makes_a_retried_suggestion_one_run_and_a_recreated_deployment_is_found(
