@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from tests.support import Prefect
+    from iris_stack.services import PrefectRest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -46,19 +46,10 @@ def _suggestion(i: int) -> dict[str, Any]:
     return dict(zip(FEATURES, EXAMPLES[name], strict=True)) | {"class_name": name}
 
 
-def _wait_completed(prefect: Prefect, ids: list[str], timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = prefect.request(
-            "POST", "/flow_runs/filter", json={"flow_runs": {"id": {"any_": ids}}}
-        )
-        states = [r["state_type"] for r in found.json()]
-        if len(states) == len(ids) and all(s in {"COMPLETED", "FAILED", "CRASHED"} for s in states):
-            if set(states) != {"COMPLETED"}:
-                raise RuntimeError(f"flow runs did not complete: {states}")
-            return
-        time.sleep(0.1)
-    raise RuntimeError("flow runs did not finish in time")
+def _wait_completed(prefect: PrefectRest, ids: list[str], timeout_s: float = 300) -> None:
+    states = {r["state_type"] for r in prefect.wait_final(len(ids), timeout_s, ids=ids)}
+    if states != {"COMPLETED"}:
+        raise RuntimeError(f"flow runs did not complete: {states}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,11 +63,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from iris_finetune.store import FeedbackStore  # noqa: PLC0415
     from iris_stack.services import (  # noqa: PLC0415
+        PrefectRest,
         api_server,
         deploy_local,
         free_port,
         mlflow_server,
-        prefect_env,
         prefect_server,
         prefect_worker,
         ready_url,
@@ -85,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     from iris_training.prepare import prepare  # noqa: PLC0415
     from iris_training.train import train  # noqa: PLC0415
-    from tests.support import Prefect, small_params, uci_lines  # noqa: PLC0415
+    from tests.support import small_params, uci_lines  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as name, contextlib.ExitStack() as stack:
         tmp = Path(name)
@@ -111,12 +102,11 @@ def main(argv: list[str] | None = None) -> None:
         worker = prefect_worker(
             POOL,
             prefect_url,
+            tmp / "client",
+            tracking,
             free_port(),
             tmp / "worker.log",
             env={
-                **prefect_env(prefect_url, tmp / "client"),
-                "MLFLOW_TRACKING_URI": tracking,
-                "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
                 "IRIS_FINETUNE_FEEDBACK_DB": str(store.path),
                 "IRIS_FINETUNE_SKLEARN_MODEL_NAME": params.sklearn_model_name,
                 "IRIS_FINETUNE_ONNX_MODEL_NAME": params.onnx_model_name,
@@ -140,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         api.wait_healthy(60, url=ready_url(api))
         base = api.health_url.removesuffix("/v2/health/live")
         client = stack.enter_context(httpx.Client(base_url=base, timeout=60))
-        rest = Prefect(prefect_url)
+        rest = PrefectRest(prefect_url)
         stack.callback(rest.close)
         registry = MlflowClient(tracking)
         print(f"API poll interval {args.poll:g} s, worker poll 1 s, {args.rounds} rounds")
@@ -154,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
 def _round(
     r: int,
     client: httpx.Client,
-    rest: Prefect,
+    rest: PrefectRest,
     registry: Any,
     experiment_name: str,
     model_name: str,

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from iris_stack.services import (
+    PrefectRest,
     Service,
     deploy_local,
     free_port,
     mlflow_server,
-    prefect_env,
     prefect_server,
     prefect_worker,
     running,
@@ -29,7 +29,6 @@ from tests.support import (
     Archive,
     ArchiveHandler,
     FeedbackCase,
-    Prefect,
     Registered,
     make_zip,
     member_env,
@@ -104,14 +103,14 @@ def api_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect]:
+def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectRest]:
     """A real Prefect server on 127.0.0.1 (SQLite), with the stack's process work pool and the
     `local` deployment from prefect.yaml, deployed as `make up` does."""
     state = tmp_path_factory.mktemp("prefect")
     with running(prefect_server(state, free_port())) as server:
         url = server.health_url.removesuffix("/health")
         deploy_local(url, state / "client", WORK_POOL, ROOT)
-        client = Prefect(url)
+        client = PrefectRest(url)
         yield client
         client.close()
 
@@ -124,7 +123,10 @@ def finetune_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def worker(
-    prefect: Prefect, mlflow_url: str, finetune_bin: Path, tmp_path_factory: pytest.TempPathFactory
+    prefect: PrefectRest,
+    mlflow_url: str,
+    finetune_bin: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Service]:
     """A real process worker polling the pool, from the finetune environment; flow runs get
     the session's MLflow, and their other settings from their deployment."""
@@ -132,14 +134,11 @@ def worker(
     service = prefect_worker(
         WORK_POOL,
         prefect.url,
+        folder / "home",
+        mlflow_url,
         free_port(),
         folder / "worker.log",
-        env={
-            **prefect_env(prefect.url, folder / "home"),
-            "MLFLOW_TRACKING_URI": mlflow_url,
-            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-            "HOME": str(folder),
-        },
+        env={"HOME": str(folder)},
         cwd=folder,
         bin_dir=finetune_bin,
     )
@@ -150,7 +149,7 @@ def worker(
 
 @pytest.fixture
 def feedback(
-    prefect: Prefect, worker: Service, registered: Registered, tmp_path: Path
+    prefect: PrefectRest, worker: Service, registered: Registered, tmp_path: Path
 ) -> FeedbackCase:
     """A deployment of its own (cloned from `local`) whose runs use a fresh feedback store and
     registered models of their own: copies of the session's champions."""

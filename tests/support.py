@@ -7,16 +7,13 @@ import io
 import os
 import shutil
 import subprocess
-import time
 import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
-import httpx
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_iris
@@ -24,7 +21,7 @@ from sklearn.datasets import load_iris
 from iris_core import CLASS_NAMES
 from iris_finetune.flow import FLOW_NAME
 from iris_finetune.store import FeedbackStore
-from iris_stack.services import api_server, free_port, running
+from iris_stack.services import PrefectRest, api_server, free_port, running
 from iris_training.params import TrainParams
 from iris_training.train import Outcome
 
@@ -174,79 +171,6 @@ def api_process(
         yield f"http://127.0.0.1:{port}"
 
 
-class Prefect:
-    """The REST calls the tests make to a real Prefect server (`url` ends with /api)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        # Prefect's uvicorn drops idle connections after 5 s: expire ours first.
-        self.http = httpx.Client(
-            base_url=url, timeout=30, limits=httpx.Limits(keepalive_expiry=2.0)
-        )
-
-    def close(self) -> None:
-        self.http.close()
-
-    def request(self, method: str, path: str, json: Any = None) -> httpx.Response:
-        """One call, retried while Prefect's SQLite is busy (503 on purpose), then checked."""
-        for attempt in range(12):
-            try:
-                response = self.http.request(method, path, json=json)
-            except (httpx.ReadError, httpx.RemoteProtocolError):
-                if attempt == 11:
-                    raise
-            else:
-                if response.status_code != 503:
-                    break
-            time.sleep(min(2.0, 0.1 * 2**attempt))
-        response.raise_for_status()
-        return response
-
-    def deployment(self, name: str) -> dict[str, Any]:
-        found: dict[str, Any] = self.request("GET", f"/deployments/name/{name}").json()
-        return found
-
-    def clone_deployment(self, source: str, name: str, env: dict[str, str]) -> str:
-        """A copy of deployment `source` (flow/deployment) named `name`, whose runs get `env`
-        (settings of their own: feedback store, registry names); its id."""
-        d = self.deployment(source)
-        response = self.request(
-            "POST",
-            "/deployments/",
-            json={
-                "name": name,
-                "flow_id": d["flow_id"],
-                "entrypoint": d["entrypoint"],
-                "work_pool_name": d["work_pool_name"],
-                "pull_steps": d["pull_steps"],
-                "parameter_openapi_schema": d["parameter_openapi_schema"],
-                "enforce_parameter_schema": d["enforce_parameter_schema"],
-                "job_variables": {"env": env},
-            },
-        )
-        return str(response.json()["id"])
-
-    def runs(self, deployment_id: str) -> list[dict[str, Any]]:
-        runs: list[dict[str, Any]] = self.request(
-            "POST", "/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment_id]}}}
-        ).json()
-        return runs
-
-    def wait_final(self, deployment_id: str, n: int, timeout_s: float) -> list[dict[str, Any]]:
-        """The deployment's runs once `n` of them are in a final state (poll, no fixed sleep)."""
-        deadline = time.monotonic() + timeout_s
-        runs: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            runs = self.runs(deployment_id)
-            if sum(r["state_type"] in FINAL for r in runs) >= n:
-                return runs
-            time.sleep(0.25)
-        states = sorted(str(r["state_type"]) for r in runs)
-        raise AssertionError(f"{n} runs not final within {timeout_s} s: {states}")
-
-
-FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
 #: The work pool of the tests' Prefect server (the stack's is `iris-local`).
 WORK_POOL = "iris-test"
 
@@ -255,7 +179,7 @@ WORK_POOL = "iris-test"
 class FeedbackCase:
     """One test's fine-tuning set-up: deployment, feedback store and registered model names."""
 
-    prefect: Prefect
+    prefect: PrefectRest
     deployment: str  # flow/deployment, for IRIS_API_FEEDBACK_DEPLOYMENT
     deployment_id: str
     store: FeedbackStore
@@ -267,7 +191,7 @@ class FeedbackCase:
 
     @classmethod
     def create(
-        cls, prefect: Prefect, registered: Registered, folder: Path, **settings: str
+        cls, prefect: PrefectRest, registered: Registered, folder: Path, **settings: str
     ) -> FeedbackCase:
         tag = uuid.uuid4().hex[:8]
         client = MlflowClient(registered.tracking_uri)

@@ -20,8 +20,15 @@ import httpx
 from iris_core import CLASS_NAMES, EXAMPLES, FEATURES
 from iris_finetune.flow import FLOW_NAME
 from iris_finetune.tune import FEEDBACK_ROWS, PARENT_VERSION
-from iris_stack.services import Service, deploy_local, free_port, prefect_server, running
-from tests.support import FeedbackCase, Prefect, Registered, api_process
+from iris_stack.services import (
+    PrefectRest,
+    Service,
+    deploy_local,
+    free_port,
+    prefect_server,
+    running,
+)
+from tests.support import FeedbackCase, Registered, api_process
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 1.0
@@ -78,7 +85,7 @@ def test_four_suggestions_are_stored_without_fine_tune_and_the_fifth_is_served(
         first = client.get("/model").json()["version"]
 
         sent = [send(client, i) for i in range(4)]
-        runs = case.prefect.wait_final(case.deployment_id, 4, timeout_s=120)
+        runs = case.prefect.wait_final(4, timeout_s=120, deployment_id=case.deployment_id)
         assert sorted(r["id"] for r in runs) == sorted(sent)
         assert {r["state_type"] for r in runs} == {"COMPLETED"}
         assert case.store.count() == 4
@@ -87,7 +94,7 @@ def test_four_suggestions_are_stored_without_fine_tune_and_the_fifth_is_served(
         assert len(case.versions(case.onnx_model)) == len(case.versions(case.sklearn_model)) == 1
 
         sent.append(send(client, 4))
-        runs = case.prefect.wait_final(case.deployment_id, 5, timeout_s=180)
+        runs = case.prefect.wait_final(5, timeout_s=180, deployment_id=case.deployment_id)
         done = time.monotonic()
         assert {r["state_type"] for r in runs} == {"COMPLETED"}, runs
         assert case.store.count() == 5
@@ -129,7 +136,7 @@ def test_twenty_concurrent_suggestions_store_twenty_rows_and_fine_tune_four_time
         with ThreadPoolExecutor(max_workers=20) as pool:
             sent = list(pool.map(lambda i: send(client, i), range(20)))
         assert len(set(sent)) == 20
-        runs = case.prefect.wait_final(case.deployment_id, 20, timeout_s=420)
+        runs = case.prefect.wait_final(20, timeout_s=420, deployment_id=case.deployment_id)
         assert {r["state_type"] for r in runs} == {"COMPLETED"}, runs
 
     rows = case.store.rows()
@@ -152,7 +159,7 @@ def test_twenty_concurrent_suggestions_store_twenty_rows_and_fine_tune_four_time
 
 
 def test_a_fine_tune_below_the_threshold_registers_nothing(
-    prefect: Prefect, worker: Service, registered: Registered, tmp_path: Path, api_bin: Path
+    prefect: PrefectRest, worker: Service, registered: Registered, tmp_path: Path, api_bin: Path
 ) -> None:
     # Accuracy must be above 1.0: impossible, so the fine-tune is tracked but not registered.
     case = FeedbackCase.create(
@@ -161,7 +168,7 @@ def test_a_fine_tune_below_the_threshold_registers_nothing(
     with api(case, tmp_path, api_bin) as client:
         for i in range(5):
             send(client, i)
-        runs = case.prefect.wait_final(case.deployment_id, 5, timeout_s=180)
+        runs = case.prefect.wait_final(5, timeout_s=180, deployment_id=case.deployment_id)
         assert {r["state_type"] for r in runs} == {"COMPLETED"}
         assert client.get("/model").json()["version"] == case.versions(case.onnx_model)[0].version
 
@@ -249,7 +256,7 @@ def test_prefect_stopped_answers_503_and_the_refused_suggestion_created_no_run(
             assert f"Prefect at {url} is unreachable" in refused.json()["detail"]
             assert client.post("/predict", json=FLOWER).status_code == 200
     with running(prefect_server(state, port), timeout_s=120):
-        again = Prefect(url)
+        again = PrefectRest(url)
         runs = again.request("POST", "/flow_runs/filter", json={}).json()
         again.close()
     assert [r["id"] for r in runs] == [first.json()["flow_run_id"]]
@@ -266,7 +273,7 @@ def test_an_idempotency_key_makes_a_retried_suggestion_one_run_and_a_recreated_d
         assert again["flow_run_id"] == first["flow_run_id"]
         assert (first["new"], again["new"]) == (True, False)
         assert first["model_agreed"] is True
-        case.prefect.wait_final(case.deployment_id, 1, timeout_s=120)
+        case.prefect.wait_final(1, timeout_s=120, deployment_id=case.deployment_id)
         assert case.store.count() == 1
 
         # The deployment is deleted and created again under a new id: the cached id answers
@@ -276,7 +283,7 @@ def test_an_idempotency_key_makes_a_retried_suggestion_one_run_and_a_recreated_d
         new_id = case.prefect.clone_deployment(f"{FLOW_NAME}/local", name, case.env)
         run = client.post("/suggest", json=suggestion(1))
         assert run.status_code == 202, run.text
-        runs = case.prefect.wait_final(new_id, 1, timeout_s=120)
+        runs = case.prefect.wait_final(1, timeout_s=120, deployment_id=new_id)
         assert [r["id"] for r in runs] == [run.json()["flow_run_id"]]
         assert runs[0]["state_type"] == "COMPLETED"
     assert case.store.count() == 2

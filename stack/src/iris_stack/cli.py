@@ -28,7 +28,6 @@ from iris_stack.services import (
     bin_path,
     deploy_local,
     mlflow_server,
-    prefect_env,
     prefect_server,
     prefect_worker,
     prometheus_config,
@@ -170,14 +169,11 @@ def _start_worker(settings: StackSettings) -> None:
     worker = prefect_worker(
         settings.work_pool,
         settings.prefect_url,
+        home,
+        settings.mlflow_url,
         settings.worker_health_port,
         settings.state_dir / "worker.log",
-        env={
-            **prefect_env(settings.prefect_url, home),
-            "MLFLOW_TRACKING_URI": settings.mlflow_url,
-            "IRIS_FINETUNE_FEEDBACK_DB": str(settings.feedback_db),
-            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-        },
+        env={"IRIS_FINETUNE_FEEDBACK_DB": str(settings.feedback_db)},
         host=settings.host,
     )
     typer.echo(start(settings, worker), err=True)

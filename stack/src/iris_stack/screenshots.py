@@ -15,6 +15,7 @@ import httpx
 import typer
 
 from iris_core import CLASS_NAMES, EXAMPLES, FEATURES
+from iris_stack.services import PrefectRest
 from iris_stack.settings import StackSettings
 
 #: Chromium flags for a server without a display (root needs --no-sandbox).
@@ -65,21 +66,15 @@ def traffic(settings: StackSettings, predictions: int) -> str:
             answer = api.post("/suggest", json=body)
             answer.raise_for_status()
             runs.append(answer.json()["flow_run_id"])
-        with httpx.Client(base_url=settings.prefect_url, timeout=30) as prefect:
-            deadline = time.monotonic() + 180
-            while True:
-                found = prefect.post(
-                    "/flow_runs/filter", json={"flow_runs": {"id": {"any_": runs}}}
-                )
-                states = [r["state_type"] for r in found.json()] if found.is_success else []
-                if len(states) == len(runs) and all(s == "COMPLETED" for s in states):
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the suggestions' flow runs did not complete: {states}")
-                time.sleep(0.5)
+        prefect = PrefectRest(settings.prefect_url)
+        try:
+            states = {r["state_type"] for r in prefect.wait_final(len(runs), 180, ids=runs)}
+            if states != {"COMPLETED"}:
+                raise RuntimeError(f"the suggestions' flow runs did not complete: {states}")
             tuned = [
-                r["id"]
-                for r in prefect.post(
+                str(task["flow_run_id"])
+                for task in prefect.request(
+                    "POST",
                     "/task_runs/filter",
                     json={
                         "flow_runs": {"id": {"any_": runs}},
@@ -87,6 +82,8 @@ def traffic(settings: StackSettings, predictions: int) -> str:
                     },
                 ).json()
             ]
+        finally:
+            prefect.close()
         deadline = time.monotonic() + 60
         while api.get("/model").json()["version"] == before and time.monotonic() < deadline:
             api.post("/predict", json=dict(zip(FEATURES, EXAMPLES["Iris-setosa"], strict=True)))
@@ -94,9 +91,7 @@ def traffic(settings: StackSettings, predictions: int) -> str:
     if not tuned:
         typer.echo("no fine-tune among these runs (the store was not at a multiple of 5)", err=True)
         return str(runs[-1])
-    with httpx.Client(base_url=settings.prefect_url, timeout=30) as prefect:
-        task = prefect.get(f"/task_runs/{tuned[0]}").json()
-    return str(task["flow_run_id"])
+    return tuned[0]
 
 
 def scraped(settings: StackSettings, at_least: int, timeout_s: float = 60) -> None:
