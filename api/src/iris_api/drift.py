@@ -34,7 +34,6 @@ class DriftMonitor(Collector):
         self._counts: list[list[int]] = []
         self._buckets = [[0] * (len(INPUT_BUCKETS) + 1) for _ in FEATURES]
         self._sums = [0.0] * len(FEATURES)
-        self._observed = 0
 
     def set_reference(self, reference: dict[str, FeatureReference] | None) -> None:
         """The served model's reference bins (None: the model has none, no drift score)."""
@@ -55,7 +54,6 @@ class DriftMonitor(Collector):
         for i, value in enumerate(row):
             buckets[i][bisect_left(INPUT_BUCKETS, value)] += 1
             sums[i] += value
-        self._observed += 1
         if self._refs:
             self._window(row)
 

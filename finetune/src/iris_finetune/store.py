@@ -84,6 +84,7 @@ class FeedbackStore:
     def __init__(self, path: Path, busy_timeout_s: float = 60.0) -> None:
         self.path = path
         self.busy_timeout_s = busy_timeout_s
+        self._created = False  # WAL mode and tables, once per store (WAL persists in the file)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -105,9 +106,11 @@ class FeedbackStore:
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open the feedback store {self.path}: {e}") from e
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            if not self._created:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(SCHEMA)
+                self._created = True
             db.execute("PRAGMA synchronous=FULL")  # a stored row survives a power cut
-            db.executescript(SCHEMA)
             yield db
         except sqlite3.Error as e:
             raise StoreError(f"feedback store {self.path}: {e}") from e
