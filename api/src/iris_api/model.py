@@ -54,12 +54,11 @@ class Predictor:
     def run(self, x: npt.NDArray[np.float32], record: bool = True) -> Outputs:
         """Raw outputs for rows `x` (float32, [N, 4]), recorded in the metrics (predictions,
         inputs, drift) unless `record` is False (a model call that is not a prediction)."""
-        if not record:
-            labels, probabilities = self.session.run(OUTPUT_NAMES, {self.input_name: x})
-            return Outputs(labels, probabilities)
-        m = self.metrics
         start = time.perf_counter()
         labels, probabilities = self.session.run(OUTPUT_NAMES, {self.input_name: x})
+        if not record:
+            return Outputs(labels, probabilities)
+        m = self.metrics
         m.inference.observe(time.perf_counter() - start)
         monitor = m.drift
         if monitor is not None and monitor.reference is not self.reference:
