@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     from iris_training.prepare import prepare  # noqa: PLC0415
     from iris_training.train import train  # noqa: PLC0415
-    from tests.support import small_params, uci_lines  # noqa: PLC0415
+    from tests.support import own_registry, small_params, uci_lines  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as name, contextlib.ExitStack() as stack:
         tmp = Path(name)
@@ -94,9 +94,9 @@ def main(argv: list[str] | None = None) -> None:
         tracking = mlflow.health_url.removesuffix("/health")
         prefect_url = prefect.health_url.removesuffix("/health")
 
-        params = small_params()
+        params = own_registry()
         out = tmp / "train"
-        train(params, tmp / "data", out / "m.json", out / "c.csv", tracking, n_jobs=2)
+        train(small_params(), params, tmp / "data", out / "m.json", out / "c.csv", tracking, 2)
         deploy_local(prefect_url, tmp / "client", POOL, ROOT)
         store = FeedbackStore(tmp / "feedback.db")
         worker = prefect_worker(
@@ -177,7 +177,7 @@ def _round(
         "scheduled": _ts(flow_run["created"]) - t0,
         "started": _ts(flow_run["start_time"]) - t0,
         "fine-tune task": _ts(tune_task["start_time"]) - t0,
-        "load champion": m["duration_load_s"],
+        "load parent": m["duration_load_s"],
         "fit": m["duration_fit_s"],
         "track (MLflow run)": m["duration_track_s"],
         "register": m["duration_register_s"],
@@ -216,7 +216,7 @@ def _report(rows: list[dict[str, float]], poll: float) -> None:
         [
             row["registered"]
             - row["fine-tune task"]
-            - sum(row[k] for k in ("load champion", "fit", "track (MLflow run)", "register"))
+            - sum(row[k] for k in ("load parent", "fit", "track (MLflow run)", "register"))
             for row in rows
         ]
     )

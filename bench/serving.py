@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         sys.exit(f"serving benchmark needs {' and '.join(missing)}: apt-get install wrk hey")
 
+    from iris_core.params import load_params  # noqa: PLC0415
     from iris_stack.services import (  # noqa: PLC0415
         Service,
         api_server,
@@ -139,7 +140,6 @@ def main(argv: list[str] | None = None) -> None:
         ready_url,
         running,
     )
-    from iris_training.params import load_params  # noqa: PLC0415
     from iris_training.train import train  # noqa: PLC0415
     from tests.support import copy_pipeline, member_env  # noqa: PLC0415
 
@@ -156,8 +156,11 @@ def main(argv: list[str] | None = None) -> None:
                 [str(BIN / "dvc"), "repro", "prepare"], cwd=project, check=True,
                 stdout=subprocess.DEVNULL, env={**os.environ, "DVC_NO_ANALYTICS": "1"},
             )  # fmt: skip
-            p = load_params(ROOT / "params.yaml").train
-            outcome = train(p, project / "data", tmp / "m.json", tmp / "c.csv", tracking, n_jobs=-1)
+            loaded = load_params(ROOT / "params.yaml")
+            p = loaded.registry
+            outcome = train(
+                loaded.train, p, project / "data", tmp / "m.json", tmp / "c.csv", tracking, -1
+            )
             print(
                 f"model: {p.onnx_model_name} / {p.sklearn_model_name} version {outcome.versions[p.onnx_model_name]}"
             )

@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     import mlflow  # noqa: PLC0415
     from mlflow.entities import Metric, Param  # noqa: PLC0415
 
+    from iris_core.params import load_params  # noqa: PLC0415
     from iris_stack.services import free_port, mlflow_server, running  # noqa: PLC0415
-    from iris_training.params import load_params  # noqa: PLC0415
     from iris_training.train import load_dataset, log_models, search, select_best  # noqa: PLC0415
     from tests.support import copy_pipeline  # noqa: PLC0415
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from iris_core.params import Erratum, load_params
 from iris_stack.services import (
     PrefectRest,
     Service,
@@ -21,7 +22,6 @@ from iris_stack.services import (
     running,
     wait_pool_ready,
 )
-from iris_training.params import Erratum, load_params
 from iris_training.prepare import prepare
 from iris_training.train import train
 from tests.support import (
@@ -32,6 +32,7 @@ from tests.support import (
     Registered,
     make_zip,
     member_env,
+    own_registry,
     small_params,
     uci_lines,
 )
@@ -84,16 +85,17 @@ def registered(
 ) -> Registered:
     """A small grid trained by the training code and registered under names of its own."""
     out = tmp_path_factory.mktemp("registered")
-    params = small_params()
+    params, reg = small_params(), own_registry()
     outcome = train(
         params,
+        reg,
         data_dir,
         out / "metrics.json",
         out / "plots" / "confusion.csv",
         mlflow_url,
         n_jobs=2,
     )
-    return Registered(params, outcome, mlflow_url)
+    return Registered(params, reg, outcome, mlflow_url)
 
 
 @pytest.fixture(scope="session")

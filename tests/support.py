@@ -19,10 +19,10 @@ from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_iris
 
 from iris_core import CLASS_NAMES
+from iris_core.params import RegistryParams, TrainParams, registry
 from iris_finetune.flow import FLOW_NAME
 from iris_finetune.store import FeedbackStore
 from iris_stack.services import PrefectRest, api_server, free_port, running
-from iris_training.params import TrainParams
 from iris_training.train import Outcome
 
 # UCI's iris.data differs from Fisher's values (scikit-learn's copy) in samples 35 and 38.
@@ -87,37 +87,46 @@ def copy_pipeline(root: Path, dest: Path) -> Path:
         root / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local")
     )
     shutil.copytree(root / "monitoring", dest / "monitoring")
-    shutil.copytree(
-        root / "training" / "src",
-        dest / "training" / "src",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    for member in ("core", "training"):
+        shutil.copytree(
+            root / member / "src",
+            dest / member / "src",
+            symlinks=True,  # iris_core/params.yaml links to the copy's params.yaml
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     return dest
 
 
 def small_params(**overrides: object) -> TrainParams:
-    """A small grid, with experiment and registry names of its own so tests never collide."""
-    tag = uuid.uuid4().hex[:8]
-    values: dict[str, object] = {
-        "hidden_layers": [2, 3],
-        "epochs": [300, 600],
-        "experiment": f"test-{tag}",
-        "onnx_model_name": f"IrisModel-{tag}",
-        "sklearn_model_name": f"IrisDev-{tag}",
-    }
+    """A small grid."""
+    values: dict[str, object] = {"hidden_layers": [2, 3], "epochs": [300, 600]}
     return TrainParams.model_validate(values | overrides)
+
+
+def own_registry(**overrides: object) -> RegistryParams:
+    """The project's registry parameters with an experiment and model names of their own, so
+    tests never collide."""
+    tag = uuid.uuid4().hex[:8]
+    project = registry()
+    values: dict[str, object] = project.model_dump() | {
+        "experiment": f"test-{tag}",
+        "onnx_model_name": f"{project.onnx_model_name}-{tag}",
+        "sklearn_model_name": f"{project.sklearn_model_name}-{tag}",
+    }
+    return RegistryParams.model_validate(values | overrides)
 
 
 @dataclass(frozen=True)
 class Registered:
     params: TrainParams
+    registry: RegistryParams
     outcome: Outcome
     tracking_uri: str
 
     @property
     def model_name(self) -> str:
-        return self.params.onnx_model_name
+        return self.registry.onnx_model_name
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,8 +206,8 @@ class FeedbackCase:
         client = MlflowClient(registered.tracking_uri)
         names = {}
         for kind, source in (
-            ("sklearn", registered.params.sklearn_model_name),
-            ("onnx", registered.params.onnx_model_name),
+            ("sklearn", registered.registry.sklearn_model_name),
+            ("onnx", registered.registry.onnx_model_name),
         ):
             name = f"{source}-{tag}"
             version = registered.outcome.versions[source]

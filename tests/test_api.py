@@ -274,7 +274,7 @@ def test_a_version_that_fails_to_load_keeps_the_old_one_and_is_counted(
     with TestClient(app) as client:
         follower: ModelFollower = app.state.follower
         sklearn = mlflow.get_model_version_by_alias(
-            registered.params.sklearn_model_name, "champion"
+            registered.registry.sklearn_model_name, "champion"
         )
         bad = mlflow.create_model_version(
             name, str(sklearn.source), run_id=sklearn.run_id, model_id=_model_id(sklearn.source)

@@ -28,7 +28,7 @@ from schemathesis.core.result import Ok
 from iris_core import CLASS_NAMES, FEATURES
 from iris_stack.services import free_port, mlflow_server, running
 from iris_training.train import train
-from tests.support import Registered, api_process, small_params
+from tests.support import Registered, api_process, own_registry, small_params
 
 #: A Prefect API address where nothing listens.
 NO_PREFECT = f"http://127.0.0.1:{free_port()}/api"
@@ -272,12 +272,12 @@ def test_starts_without_mlflow_then_follows_it_and_keeps_serving_once_it_is_gone
 ) -> None:
     port = free_port()
     tracking = f"http://127.0.0.1:{port}"
-    params = small_params()
+    params, reg = small_params(), own_registry()
     with (
         api_process(
             tmp_path / "api",
             tracking,
-            params.onnx_model_name,
+            reg.onnx_model_name,
             env={"IRIS_API_POLL_INTERVAL_S": str(POLL_S)},
         ) as url,
         httpx.Client(base_url=url, timeout=5) as client,
@@ -290,7 +290,9 @@ def test_starts_without_mlflow_then_follows_it_and_keeps_serving_once_it_is_gone
         assert client.post("/predict", json={}).status_code in (422, 503)
 
         with running(mlflow_server(tmp_path / "mlflow", port)):
-            train(params, data_dir, tmp_path / "m.json", tmp_path / "c.csv", tracking, n_jobs=1)
+            train(
+                params, reg, data_dir, tmp_path / "m.json", tmp_path / "c.csv", tracking, n_jobs=1
+            )
             deadline = time.monotonic() + 30
             while client.get("/v2/health/ready").status_code != 200:
                 assert time.monotonic() < deadline, client.get("/v2/health/ready").text

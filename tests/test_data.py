@@ -14,10 +14,10 @@ import pytest
 from sklearn.datasets import load_iris
 
 from iris_core import CLASS_NAMES, FEATURES
+from iris_core.params import Erratum, Feature
 from iris_stack.services import free_port
 from iris_training.data import DataError
 from iris_training.fetch import fetch
-from iris_training.params import Erratum, Feature
 from iris_training.prepare import prepare
 from tests.support import Archive, make_zip, uci_lines
 

@@ -162,9 +162,7 @@ def test_a_fine_tune_below_the_threshold_registers_nothing(
     prefect: PrefectRest, worker: Service, registered: Registered, tmp_path: Path, api_bin: Path
 ) -> None:
     # Accuracy must be above 1.0: impossible, so the fine-tune is tracked but not registered.
-    case = FeedbackCase.create(
-        prefect, registered, tmp_path, IRIS_FINETUNE_ACCURACY_THRESHOLD="1.0"
-    )
+    case = FeedbackCase.create(prefect, registered, tmp_path, IRIS_FINETUNE_ACCURACY_ABOVE="1.0")
     with api(case, tmp_path, api_bin) as client:
         for i in range(5):
             send(client, i)

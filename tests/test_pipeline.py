@@ -24,6 +24,7 @@ from tests.support import Archive, copy_pipeline
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DATA_OUTS = ("data/data.csv", "data/train.csv", "data/test.csv", "data/classes.json")
+SETOSA = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
 def run(
@@ -166,17 +167,58 @@ def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
     assert "nothing to stop" in run([stack, "down"], project, env).stdout
 
 
-def test_up_retrains_when_the_registry_has_no_champion(project: Path, tmp_path: Path) -> None:
-    """The pipeline is up to date, but the MLflow state is new: `up` trains again."""
-    env = stack_env(tmp_path / "a", free_port())
+#: Other names for everything params.yaml names: the whole stack must follow them.
+RENAMED = {
+    "experiment": "flowers",
+    "onnx_model_name": "FlowerOnnx",
+    "sklearn_model_name": "FlowerSklearn",
+    "alias": "serving",
+}
+
+
+def test_renamed_models_are_served_fine_tuned_followed_and_retrained(
+    project: Path, tmp_path: Path
+) -> None:
+    """params.yaml renames the experiment, both models and the alias: training registers them,
+    the API serves them, five suggestions fine-tune them and the API follows the new version;
+    a new MLflow state makes `up` train again under those names."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["registry"].update(RENAMED)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    api_port = free_port()
+    env = stack_env(tmp_path / "a", free_port(), api_port) | {"IRIS_API_POLL_INTERVAL_S": "1"}
     stack = str(BIN / "iris-stack")
+    api = f"http://127.0.0.1:{api_port}"
     try:
-        assert run([stack, "up"], project, env).returncode == 0
+        first = run([stack, "up"], project, env)
+        assert first.returncode == 0, first.stderr
+        assert "FlowerOnnx     version 1 @serving" in first.stdout
+        assert "FlowerSklearn  version 1 @serving" in first.stdout
+        with httpx.Client(base_url=api, timeout=30) as client:
+            assert client.get("/model").json()["name"] == "FlowerOnnx"
+            for _ in range(5):
+                suggested = client.post("/suggest", json=SETOSA | {"class_name": "Iris-setosa"})
+                assert suggested.status_code == 202, suggested.text
+            deadline = time.monotonic() + 120
+            while client.get("/model").json()["version"] != "2":
+                assert time.monotonic() < deadline, "the fine-tuned version was not served"
+                time.sleep(0.5)
+            assert client.post("/predict", json=SETOSA).json()["model_version"] == "2"
+        tracking = f"http://127.0.0.1:{env['IRIS_MLFLOW_PORT']}"
+        for name in ("FlowerOnnx", "FlowerSklearn"):
+            tuned = version_by_alias(tracking, name, "serving")
+            assert tuned is not None
+            assert (tuned.version, tuned.tags["feedback_rows"]) == ("2", "5")
+        import mlflow  # noqa: PLC0415
+
+        experiment = mlflow.MlflowClient(tracking).get_experiment_by_name("flowers")
+        assert experiment is not None
         assert run([stack, "down"], project, env).returncode == 0
+
         env = stack_env(tmp_path / "b", free_port())
         again = run([stack, "up"], project, env)
         assert again.returncode == 0, again.stderr
-        assert "the registry has no champion yet: retraining" in again.stderr
-        assert "IrisModel      version 1 @champion" in again.stdout
+        assert "the registry has no version with alias 'serving' yet: retraining" in again.stderr
+        assert "FlowerOnnx     version 1 @serving" in again.stdout
     finally:
         run([stack, "down"], project, env)

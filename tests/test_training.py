@@ -18,11 +18,11 @@ from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_iris
 
 from iris_core import CLASS_NAMES
+from iris_core.params import RegistryParams, TrainParams, promotes
 from iris_core.registry import version_by_alias
 from iris_stack.services import free_port
-from iris_training.params import TrainParams
 from iris_training.train import Outcome, load_dataset, search, select_best, train
-from tests.support import member_env, small_params
+from tests.support import member_env, own_registry, small_params
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -31,14 +31,20 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def trained(
     data_dir: Path, mlflow_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[TrainParams, Outcome, Path]:
+) -> tuple[RegistryParams, Outcome, Path]:
     out = tmp_path_factory.mktemp("train-out")
-    p = small_params()
+    reg = own_registry()
     outcome = train(
-        p, data_dir, out / "metrics.json", out / "plots" / "confusion.csv", mlflow_url, n_jobs=2
+        small_params(),
+        reg,
+        data_dir,
+        out / "metrics.json",
+        out / "plots" / "confusion.csv",
+        mlflow_url,
+        n_jobs=2,
     )
     mlflow.set_tracking_uri(mlflow_url)
-    return p, outcome, out
+    return reg, outcome, out
 
 
 def onnx_session(uri: str) -> ort.InferenceSession:
@@ -58,7 +64,7 @@ def test_grid_search_is_seeded(data_dir: Path) -> None:
 
 
 def test_round_trip_registers_both_models_with_tags_and_alias(
-    trained: tuple[TrainParams, Outcome, Path], mlflow_url: str
+    trained: tuple[RegistryParams, Outcome, Path], mlflow_url: str
 ) -> None:
     p, outcome, _ = trained
     client = MlflowClient(mlflow_url)
@@ -74,7 +80,7 @@ def test_round_trip_registers_both_models_with_tags_and_alias(
 
 
 def test_runs_hold_the_search_and_the_best_model(
-    trained: tuple[TrainParams, Outcome, Path], mlflow_url: str, data_dir: Path
+    trained: tuple[RegistryParams, Outcome, Path], mlflow_url: str, data_dir: Path
 ) -> None:
     p, outcome, _ = trained
     client = MlflowClient(mlflow_url)
@@ -99,7 +105,7 @@ def test_runs_hold_the_search_and_the_best_model(
 
 
 def test_champion_onnx_loads_in_onnxruntime_and_scores_above_90_percent(
-    trained: tuple[TrainParams, Outcome, Path], data_dir: Path
+    trained: tuple[RegistryParams, Outcome, Path], data_dir: Path
 ) -> None:
     p, _, _ = trained
     session = onnx_session(f"models:/{p.onnx_model_name}@champion")
@@ -112,7 +118,7 @@ def test_champion_onnx_loads_in_onnxruntime_and_scores_above_90_percent(
 
 
 def test_onnx_matches_scikit_learn_on_all_150_samples(
-    trained: tuple[TrainParams, Outcome, Path],
+    trained: tuple[RegistryParams, Outcome, Path],
 ) -> None:
     p, _, _ = trained
     sk_model = mlflow.sklearn.load_model(f"models:/{p.sklearn_model_name}@champion")
@@ -123,7 +129,7 @@ def test_onnx_matches_scikit_learn_on_all_150_samples(
     np.testing.assert_allclose(proba, sk_model.predict_proba(x), atol=1e-5, rtol=0)
 
 
-def test_metrics_and_plots_files_for_dvc(trained: tuple[TrainParams, Outcome, Path]) -> None:
+def test_metrics_and_plots_files_for_dvc(trained: tuple[RegistryParams, Outcome, Path]) -> None:
     _, outcome, out = trained
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_accuracy"] == pytest.approx(outcome.test_accuracy, abs=1e-6)
@@ -133,9 +139,10 @@ def test_metrics_and_plots_files_for_dvc(trained: tuple[TrainParams, Outcome, Pa
     assert {r.split(",")[0] for r in rows[1:]} == set(CLASS_NAMES)
 
 
-def _params_file(tmp_path: Path, p: TrainParams) -> Path:
+def _params_file(tmp_path: Path, p: TrainParams, reg: RegistryParams) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["train"] = p.model_dump()
+    params["registry"] = reg.model_dump()
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -170,24 +177,25 @@ def _iris_train(
 def test_below_threshold_registers_without_alias_and_exits_1(
     tmp_path: Path, data_dir: Path, mlflow_url: str
 ) -> None:
-    p = small_params(hidden_layers=[2], epochs=[1])  # one epoch: far below 90 %
-    result = _iris_train(tmp_path, _params_file(tmp_path, p), data_dir, mlflow_url)
+    p, reg = small_params(hidden_layers=[2], epochs=[1]), own_registry()  # far below 90 %
+    result = _iris_train(tmp_path, _params_file(tmp_path, p, reg), data_dir, mlflow_url)
     assert result.returncode == 1, result.stderr
-    assert "is below the threshold 0.90" in result.stderr
+    assert "is not above the threshold 0.9000" in result.stderr
     assert "without the alias 'champion'" in result.stderr
     assert "Traceback" not in result.stderr
     client = MlflowClient(mlflow_url)
-    for name in (p.onnx_model_name, p.sklearn_model_name):
+    for name in (reg.onnx_model_name, reg.sklearn_model_name):
         (version,) = client.search_model_versions(f"name='{name}'")
         assert version.aliases == []
         # What `iris-stack up` asks: a known model without the alias is "no champion".
         assert version_by_alias(mlflow_url, name, "champion") is None
-    assert version_by_alias(mlflow_url, f"{p.onnx_model_name}-unknown", "champion") is None
+    assert version_by_alias(mlflow_url, f"{reg.onnx_model_name}-unknown", "champion") is None
 
 
 def test_unreachable_mlflow_fails_fast_with_a_way_out(tmp_path: Path, data_dir: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    result = _iris_train(tmp_path, _params_file(tmp_path, small_params()), data_dir, url)
+    params = _params_file(tmp_path, small_params(), own_registry())
+    result = _iris_train(tmp_path, params, data_dir, url)
     assert result.returncode == 1
     assert f"MLflow at {url} does not answer" in result.stderr
     assert "MLFLOW_TRACKING_URI" in result.stderr
@@ -204,10 +212,34 @@ def test_training_member_runs_with_its_own_dependencies_only(
         [bin_dir / "python", "-c", "import flask"], capture_output=True, check=False
     )
     assert has_server.returncode != 0  # the server's dependencies are not there
-    p = small_params(hidden_layers=[2], epochs=[300])
-    result = _iris_train(tmp_path, _params_file(tmp_path, p), data_dir, mlflow_url, bin_dir)
+    p, reg = small_params(hidden_layers=[2], epochs=[300]), own_registry()
+    result = _iris_train(tmp_path, _params_file(tmp_path, p, reg), data_dir, mlflow_url, bin_dir)
     assert result.returncode == 0, result.stderr
     assert (
-        MlflowClient(mlflow_url).get_model_version_by_alias(p.onnx_model_name, "champion").version
+        MlflowClient(mlflow_url).get_model_version_by_alias(reg.onnx_model_name, "champion").version
         == "1"
     )
+
+
+def test_promotion_is_strictly_above_the_threshold() -> None:
+    assert promotes(0.9 + 1e-9, 0.9)
+    assert not promotes(0.9, 0.9)
+    assert not promotes(27 / 30, 0.9)  # 27 of 30 test rows right is exactly 0.9: not above
+    assert promotes(28 / 30, 0.9)
+
+
+@pytest.mark.parametrize(("offset", "alias"), [(0.0, False), (-1e-9, True)])
+def test_training_gives_the_alias_only_above_the_threshold(
+    offset: float, alias: bool, data_dir: Path, mlflow_url: str, tmp_path: Path
+) -> None:
+    """The same seeded one-point grid twice: a threshold equal to the accuracy it reaches
+    keeps the alias away; a hair below it gives it."""
+    p = small_params(hidden_layers=[2], epochs=[300])
+    probe = own_registry()
+    first = train(p, probe, data_dir, tmp_path / "m.json", tmp_path / "c.csv", mlflow_url, 1)
+    reg = own_registry(accuracy_above=first.test_accuracy + offset)
+    outcome = train(p, reg, data_dir, tmp_path / "m.json", tmp_path / "c.csv", mlflow_url, 1)
+    assert outcome.test_accuracy == first.test_accuracy
+    assert outcome.champion is alias
+    found = version_by_alias(mlflow_url, reg.onnx_model_name, reg.alias)
+    assert (found is not None) is alias

@@ -26,10 +26,9 @@ from iris_api.settings import ApiSettings
 
 DESCRIPTION = """
 Classifies Iris flowers from four measurements (cm) with the ONNX model that carries the
-registry alias being followed (`models:/IrisModel@champion` by default). New versions are
-picked up without a restart; `GET /model` tells which one answers. `POST /suggest` takes
-feedback (measurements and the true class) and hands it to a Prefect flow that fine-tunes the
-model every few rows.
+registry alias being followed (`{wanted}`). New versions are picked up without a restart;
+`GET /model` tells which one answers. `POST /suggest` takes feedback (measurements and the
+true class) and hands it to a Prefect flow that fine-tunes the model every few rows.
 """
 
 
@@ -60,7 +59,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app = FastAPI(
         title="iris-mlops API",
         version=package_version("iris-api"),
-        description=DESCRIPTION,
+        description=DESCRIPTION.format(wanted=follower.wanted),
         lifespan=lifespan,
         docs_url=None,  # routes.docs serves Swagger UI without a CDN
         redoc_url=None,

@@ -8,6 +8,8 @@ from pydantic import AliasChoices, Field, HttpUrl, ValidationError, field_valida
 from pydantic_core.core_schema import ValidationInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from iris_core.params import registry
+
 ENV_PREFIX = "IRIS_API_"
 
 
@@ -22,9 +24,15 @@ class ApiSettings(BaseSettings):
         validation_alias=AliasChoices("IRIS_API_TRACKING_URI", "MLFLOW_TRACKING_URI"),
         description="MLflow tracking server (its registry and artifact proxy)",
     )
-    model_name: str = Field("IrisModel", min_length=1, description="registered ONNX model")
+    model_name: str = Field(
+        default_factory=lambda: registry().onnx_model_name,
+        min_length=1,
+        description="registered ONNX model (default: params.yaml registry.onnx_model_name)",
+    )
     model_alias: str = Field(
-        "champion", min_length=1, description="alias to follow; `latest` = newest version"
+        default_factory=lambda: registry().alias,
+        min_length=1,
+        description="alias to follow; `latest` = newest version (default: registry.alias)",
     )
     poll_interval_s: float = Field(10.0, gt=0, le=3600, description="registry check period")
     registry_timeout_s: float = Field(5.0, gt=0, le=300, description="per MLflow request")

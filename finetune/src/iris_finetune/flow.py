@@ -52,7 +52,7 @@ def fine_tune_at(
     result = "registered" if outcome.registered else "rejected"
     store.finish(rows, result, outcome.reason)
     logger.info(
-        "fine-tune at %d rows: %s (%s); test accuracy %.4f (champion had %.4f); "
+        "fine-tune at %d rows: %s (%s); test accuracy %.4f (its parent had %.4f); "
         "MLflow run %s; timings %s",
         rows,
         result,

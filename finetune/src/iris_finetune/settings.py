@@ -1,7 +1,8 @@
 """Settings of the fine-tuning flow, from the environment only (prefix IRIS_FINETUNE_).
 
 A flow run reads them where it runs: the local worker's environment, or the pod's (the
-deployment's job variables). The registry names and the alias default to params.yaml's.
+deployment's job variables). The experiment, registry names, alias and threshold default to
+params.yaml's `registry` section (`iris_core.params`), which training uses too.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from pathlib import Path
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from iris_core.params import registry
 
 
 class FinetuneSettings(BaseSettings):
@@ -22,14 +25,33 @@ class FinetuneSettings(BaseSettings):
     )
     feedback_db: Path = Field(description="The feedback store, an absolute SQLite file path")
     every: int = Field(5, ge=1, description="Fine-tune each time the store reaches a multiple")
-    accuracy_threshold: float = Field(
-        0.9, ge=0, le=1, description="Register only if test accuracy is above this"
+    accuracy_above: float = Field(
+        default_factory=lambda: registry().accuracy_above,
+        ge=0,
+        le=1,
+        description="Register only if test accuracy is strictly above this",
     )
-    sklearn_model_name: str = Field("IrisDev", description="Registered scikit-learn model")
-    onnx_model_name: str = Field("IrisModel", description="Registered ONNX model (served)")
-    alias: str = Field("champion", description="Alias fine-tuned from, and moved on success")
-    experiment: str = Field("IrisDev", description="MLflow experiment of the fine-tune runs")
-    extra_iterations: int = Field(5, ge=0, description="max_iter of the champion plus this")
+    sklearn_model_name: str = Field(
+        default_factory=lambda: registry().sklearn_model_name,
+        min_length=1,
+        description="Registered scikit-learn model (fine-tuned from)",
+    )
+    onnx_model_name: str = Field(
+        default_factory=lambda: registry().onnx_model_name,
+        min_length=1,
+        description="Registered ONNX model (served)",
+    )
+    alias: str = Field(
+        default_factory=lambda: registry().alias,
+        min_length=1,
+        description="Alias fine-tuned from, and moved on success",
+    )
+    experiment: str = Field(
+        default_factory=lambda: registry().experiment,
+        min_length=1,
+        description="MLflow experiment of the fine-tune runs",
+    )
+    extra_iterations: int = Field(5, ge=0, description="max_iter of the parent model plus this")
     learning_rate_divisor: float = Field(10.0, gt=0, description="learning_rate_init over this")
     original_weight: float = Field(0.7, gt=0, description="sample_weight of the training rows")
     feedback_weight: float = Field(1.0, gt=0, description="sample_weight of the feedback rows")

@@ -1,6 +1,7 @@
 """Fine-tune the champion on the feedback: plain functions, no Prefect (the flow wraps them).
 
-The champion's scikit-learn model (`IrisDev@champion`) continues training with `warm_start`,
+The scikit-learn model that carries the alias (`models:/<sklearn_model_name>@<alias>`, names
+from the settings) continues training with `warm_start`,
 `max_iter` + 5 and a tenth of its learning rate, on its own training rows (weight 0.7) plus
 the feedback rows (weight 1.0). Its data come from the champion's run (`data/`), so a fine-tune
 needs no files of its own. The result is tracked in MLflow and, if its test accuracy is above
@@ -30,6 +31,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.neural_network import MLPClassifier
 
 from iris_core import FEATURES
+from iris_core.params import promotes
 from iris_finetune.settings import FinetuneSettings
 from iris_finetune.store import Feedback
 from iris_training.data import DataError
@@ -159,10 +161,10 @@ def fine_tune(
         predicted = model.predict(data.x_test)
         accuracy = float(accuracy_score(data.y_test, predicted))
         fb_after = float(accuracy_score(feedback[1], model.predict(feedback[0])))
-        good = accuracy > settings.accuracy_threshold
+        good = promotes(accuracy, settings.accuracy_above)
         reason = (
             f"test accuracy {accuracy:.4f} is {'above' if good else 'not above'} "
-            f"the threshold {settings.accuracy_threshold:.4f}"
+            f"the threshold {settings.accuracy_above:.4f}"
         )
 
         start = time.perf_counter()
@@ -184,7 +186,7 @@ def fine_tune(
                     "feedback_weight": settings.feedback_weight,
                     "n_train": len(data.y_train),
                     "n_feedback": len(rows),
-                    "accuracy_threshold": settings.accuracy_threshold,
+                    "accuracy_above": settings.accuracy_above,
                 }
             )
             mlflow.log_metrics(
@@ -266,5 +268,9 @@ def _register(
             client, {name: uri}, tags, None if newer else settings.alias
         )
     if newer:
-        log.warning("a champion tuned on more than %d rows is in place: alias left alone", rows)
+        log.warning(
+            "the version with alias %r was tuned on more than %d rows: alias left alone",
+            settings.alias,
+            rows,
+        )
     return registered

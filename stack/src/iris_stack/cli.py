@@ -19,6 +19,7 @@ import httpx
 import typer
 from pydantic import ValidationError
 
+from iris_core.params import ParamsError, RegistryParams, load_params
 from iris_core.registry import AliasedVersion, RegistryError, version_by_alias
 from iris_stack.services import (
     Service,
@@ -37,7 +38,6 @@ from iris_stack.services import (
     wait_pool_ready,
 )
 from iris_stack.settings import StackSettings
-from iris_training.params import ParamsError, load_params
 
 app = typer.Typer(
     add_completion=False, pretty_exceptions_show_locals=False, help=__doc__, no_args_is_help=True
@@ -82,16 +82,34 @@ def wait(settings: StackSettings, service: Service, url: str | None = None) -> N
         raise
 
 
-def champions(settings: StackSettings) -> list[AliasedVersion | None]:
-    """The versions of both registered models (names from params.yaml) that carry the alias."""
+def registry_params(settings: StackSettings) -> RegistryParams:
+    """The shared names (models, alias, experiment, threshold) from the project's params.yaml."""
     try:
-        train = load_params(settings.params).train
+        return load_params(settings.params).registry
     except ParamsError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(1) from e
-    names = (train.onnx_model_name, train.sklearn_model_name)
+
+
+def registry_env(reg: RegistryParams) -> dict[str, str]:
+    """The shared names as the services' settings read them: the API serves what training
+    registers, the fine-tune starts from and registers the same models."""
+    return {
+        "IRIS_API_MODEL_NAME": reg.onnx_model_name,
+        "IRIS_API_MODEL_ALIAS": reg.alias,
+        "IRIS_FINETUNE_EXPERIMENT": reg.experiment,
+        "IRIS_FINETUNE_ONNX_MODEL_NAME": reg.onnx_model_name,
+        "IRIS_FINETUNE_SKLEARN_MODEL_NAME": reg.sklearn_model_name,
+        "IRIS_FINETUNE_ALIAS": reg.alias,
+        "IRIS_FINETUNE_ACCURACY_ABOVE": str(reg.accuracy_above),
+    }
+
+
+def champions(settings: StackSettings, reg: RegistryParams) -> list[AliasedVersion | None]:
+    """The versions of both registered models that carry the alias."""
+    names = (reg.onnx_model_name, reg.sklearn_model_name)
     try:
-        return [version_by_alias(settings.mlflow_url, name, train.alias) for name in names]
+        return [version_by_alias(settings.mlflow_url, name, reg.alias) for name in names]
     except RegistryError as e:
         typer.echo(f"cannot read the model registry: {e}", err=True)
         raise typer.Exit(1) from e
@@ -114,6 +132,7 @@ def up() -> None:
     """Start MLflow and Prefect (unless they answer), run `dvc repro`, deploy the fine-tuning
     flow and start its worker, start the API; print addresses and versions."""
     settings = load_settings()
+    reg = registry_params(settings)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     mlflow = mlflow_server(settings.state_dir / "mlflow", settings.mlflow_port, settings.host)
     prefect = prefect_server(settings.state_dir / "prefect", settings.prefect_port, settings.host)
@@ -128,16 +147,18 @@ def up() -> None:
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": settings.mlflow_url, "DVC_NO_ANALYTICS": "1"}
     _dvc("repro", env=env)
-    versions = champions(settings)
+    versions = champions(settings, reg)
     if not all(versions):
-        # The pipeline is up to date but this registry has no champion (a new MLflow state
-        # folder, say): train again so the registry and the pipeline agree.
-        typer.echo("the registry has no champion yet: retraining", err=True)
+        # The pipeline is up to date but this registry has no version with the alias (a new
+        # MLflow state folder, say): train again so the registry and the pipeline agree.
+        typer.echo(
+            f"the registry has no version with alias {reg.alias!r} yet: retraining", err=True
+        )
         _dvc("repro", "--force", "--single-item", "train", env=env)
-        versions = champions(settings)
+        versions = champions(settings, reg)
     try:
-        _start_worker(settings)
-        _start_api(settings)
+        _start_worker(settings, registry_env(reg))
+        _start_api(settings, registry_env(reg))
         prometheus = _start_prometheus(settings)
     except ServiceError as e:
         typer.echo(str(e), err=True)
@@ -162,7 +183,7 @@ def _start_prometheus(settings: StackSettings) -> bool:
     return True
 
 
-def _start_worker(settings: StackSettings) -> None:
+def _start_worker(settings: StackSettings, names: dict[str, str]) -> None:
     """The local deployment of the fine-tuning flow, and a process worker that runs it."""
     home = settings.state_dir / "prefect"
     deploy_local(settings.prefect_url, home, settings.work_pool, Path.cwd())
@@ -173,7 +194,7 @@ def _start_worker(settings: StackSettings) -> None:
         settings.mlflow_url,
         settings.worker_health_port,
         settings.state_dir / "worker.log",
-        env={"IRIS_FINETUNE_FEEDBACK_DB": str(settings.feedback_db)},
+        env={**names, "IRIS_FINETUNE_FEEDBACK_DB": str(settings.feedback_db)},
         host=settings.host,
     )
     typer.echo(start(settings, worker), err=True)
@@ -181,13 +202,13 @@ def _start_worker(settings: StackSettings) -> None:
     wait_pool_ready(settings.prefect_url, settings.work_pool, settings.start_timeout_s)
 
 
-def _start_api(settings: StackSettings) -> None:
+def _start_api(settings: StackSettings, names: dict[str, str]) -> None:
     api = api_server(
         settings.api_port,
         settings.mlflow_url,
         settings.state_dir / "api.log",
         settings.host,
-        env={"IRIS_API_PREFECT_API_URL": settings.prefect_url},
+        env={**names, "IRIS_API_PREFECT_API_URL": settings.prefect_url},
     )
     typer.echo(start(settings, api), err=True)
     wait(settings, api, url=ready_url(api))
@@ -286,6 +307,6 @@ def screenshots(
     settings = load_settings()
     try:
         take(settings, out)
-    except (httpx.HTTPError, RuntimeError) as e:
+    except (httpx.HTTPError, RuntimeError, ValueError) as e:
         typer.echo(f"screenshots: {e} (is the stack up? `make up`, `make status`)", err=True)
         raise typer.Exit(1) from e

@@ -15,6 +15,7 @@ import httpx
 import typer
 
 from iris_core import CLASS_NAMES, EXAMPLES, FEATURES
+from iris_core.params import load_params
 from iris_stack.services import PrefectRest
 from iris_stack.settings import StackSettings
 
@@ -111,13 +112,14 @@ def scraped(settings: StackSettings, at_least: int, timeout_s: float = 60) -> No
 
 def take(settings: StackSettings, out: Path, predictions: int = 60) -> None:
     chromium = browser()
+    model = load_params(settings.params).registry.onnx_model_name
     run_id = traffic(settings, predictions)
     scraped(settings, predictions)
     prefect_ui = settings.prefect_url.removesuffix("/api")
     expr = quote("sum by (class_name) (predicted_class_name_total)")
     shots = {
         "swagger.png": f"{settings.api_url}/docs",
-        "mlflow-model.png": f"{settings.mlflow_url}/#/models/IrisModel",
+        "mlflow-model.png": f"{settings.mlflow_url}/#/models/{model}",
         "prefect-finetune-run.png": f"{prefect_ui}/runs/flow-run/{run_id}",
         "prometheus-predicted-classes.png": (
             f"{settings.prometheus_url}/graph?g0.expr={expr}&g0.tab=0&g0.range_input=3m"

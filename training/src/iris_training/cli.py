@@ -8,8 +8,8 @@ from collections.abc import Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
+from iris_core.params import ParamsError
 from iris_training.data import DataError
-from iris_training.params import ParamsError
 
 P = ParamSpec("P")
 R = TypeVar("R")

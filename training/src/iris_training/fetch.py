@@ -18,10 +18,10 @@ from typing import Annotated
 import typer
 
 from iris_core import CLASS_NAMES
+from iris_core.params import load_params
 from iris_training.cli import exits_cleanly
 from iris_training.data import DataError, Row, check_iris, parse_rows, to_uci_text
 from iris_training.io import atomic_write_text
-from iris_training.params import load_params
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import LabelEncoder
 
 from iris_core import CLASS_NAMES, FEATURES
+from iris_core.params import Erratum, load_params
 from iris_training.cli import exits_cleanly
 from iris_training.data import DataError, Row, parse_rows
 from iris_training.io import atomic_write_text
-from iris_training.params import Erratum, load_params
 
 log = logging.getLogger(__name__)
 

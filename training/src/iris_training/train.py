@@ -3,8 +3,9 @@
 Grid points (hidden layers x epochs from params.yaml) train in parallel on the available cores.
 Each becomes a child run of one parent run in the experiment; the best by validation log loss
 is evaluated on the test set, logged as a scikit-learn and an ONNX model, and registered as a
-new version of the ONNX and the scikit-learn registered models. Both get the alias `champion`
-when test accuracy reaches the threshold; below it the command says so and exits 1.
+new version of the ONNX and the scikit-learn registered models (names in params.yaml,
+`registry`). Both get the registry alias when test accuracy is above the threshold; otherwise
+the command says so and exits 1.
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ from sklearn.neural_network import MLPClassifier
 from tqdm import tqdm
 
 from iris_core import FEATURES, N_FEATURES, drift
+from iris_core.params import RegistryParams, TrainParams, load_params, promotes
 from iris_training.cli import exits_cleanly
 from iris_training.data import DataError
 from iris_training.io import atomic_write_text
-from iris_training.params import TrainParams, load_params
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +336,7 @@ def register_versions(
 
 def _register(
     client: MlflowClient,
-    p: TrainParams,
+    reg: RegistryParams,
     model_uris: dict[str, str],
     best: FitResult,
     test_accuracy: float,
@@ -346,13 +347,14 @@ def _register(
         "epochs": str(best.point.epochs),
         "hidden_layers": str(best.point.hidden_layers),
     }
-    champion = test_accuracy >= p.accuracy_threshold
-    versions = register_versions(client, model_uris, tags, p.alias if champion else None)
+    champion = promotes(test_accuracy, reg.accuracy_above)
+    versions = register_versions(client, model_uris, tags, reg.alias if champion else None)
     return versions, champion
 
 
 def train(
     p: TrainParams,
+    reg: RegistryParams,
     data_dir: Path,
     metrics_path: Path,
     plots_path: Path,
@@ -364,7 +366,7 @@ def train(
     check_tracking_server(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
-    experiment = mlflow.set_experiment(p.experiment)
+    experiment = mlflow.set_experiment(reg.experiment)
 
     with mlflow.start_run(run_name="grid-search", tags=_data_tags(data)) as parent:
         mlflow.log_params(
@@ -410,8 +412,8 @@ def train(
             parent.info.run_id,
         )
 
-    uris = {p.onnx_model_name: onnx_info.model_uri, p.sklearn_model_name: sk_info.model_uri}
-    versions, champion = _register(client, p, uris, best, test_accuracy)
+    uris = {reg.onnx_model_name: onnx_info.model_uri, reg.sklearn_model_name: sk_info.model_uri}
+    versions, champion = _register(client, reg, uris, best, test_accuracy)
     _write_outputs(metrics_path, plots_path, best, test_accuracy, data, predicted)
     return Outcome(best, test_accuracy, versions, champion)
 
@@ -442,9 +444,9 @@ def _write_outputs(
 @app.command()
 @exits_cleanly
 def main(
-    params: Annotated[Path, typer.Option(help="Parameters file (reads the `train` keys).")] = Path(
-        "params.yaml"
-    ),
+    params: Annotated[
+        Path, typer.Option(help="Parameters file (reads the `train` and `registry` keys).")
+    ] = Path("params.yaml"),
     data_dir: Annotated[Path, typer.Option(help="Folder with train/test/classes.")] = Path("data"),
     metrics: Annotated[Path, typer.Option(help="Metrics file for `dvc metrics`.")] = Path(
         "metrics.json"
@@ -462,24 +464,25 @@ def main(
     """Grid-search an MLPClassifier, track it in MLflow and register the best model."""
     # One line per run is noise here: the parent run's URL is logged below instead.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    p = load_params(params).train
+    loaded = load_params(params)
+    reg = loaded.registry
     try:
-        outcome = train(p, data_dir, metrics, plots, tracking_uri, n_jobs)
+        outcome = train(loaded.train, reg, data_dir, metrics, plots, tracking_uri, n_jobs)
     except TrainingError as e:
         log.error("%s", e)
         raise SystemExit(1) from e
     registered = ", ".join(f"{n} v{v}" for n, v in outcome.versions.items())
     if not outcome.champion:
         log.error(
-            "test accuracy %.4f is below the threshold %.2f (params.yaml train.accuracy_threshold):"
-            " registered %s without the alias '%s'",
+            "test accuracy %.4f is not above the threshold %.4f (params.yaml "
+            "registry.accuracy_above): registered %s without the alias '%s'",
             outcome.test_accuracy,
-            p.accuracy_threshold,
+            reg.accuracy_above,
             registered,
-            p.alias,
+            reg.alias,
         )
         raise SystemExit(1)
     typer.echo(
-        f"registered {registered} with alias '{p.alias}' "
+        f"registered {registered} with alias '{reg.alias}' "
         f"(test accuracy {outcome.test_accuracy:.4f})"
     )

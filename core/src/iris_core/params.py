@@ -1,7 +1,16 @@
-"""Typed view of `params.yaml`: a wrong key or value fails with the file and the key named."""
+"""Typed view of `params.yaml`, the one source of the pipeline's parameters and of the names
+every part shares (registered models, alias, experiment, promotion threshold).
+
+The training stages read the file DVC gives them (`--params`). Services read the copy packaged
+with this module (`iris_core/params.yaml`, a link to the repository's file, so the two cannot
+differ): their settings take their defaults from it, and environment variables override them.
+A wrong key or value fails with the file and the key named.
+"""
 
 from __future__ import annotations
 
+from functools import cache
+from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -40,17 +49,33 @@ class TrainParams(_Strict):
     epochs: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
     validation_size: Annotated[float, Field(gt=0, lt=1)] = 0.25
     seed: int = 42
-    accuracy_threshold: Annotated[float, Field(ge=0, le=1)] = 0.9
-    experiment: str = "IrisDev"
-    onnx_model_name: str = "IrisModel"
-    sklearn_model_name: str = "IrisDev"
-    alias: str = "champion"
+
+
+Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+class RegistryParams(_Strict):
+    """Where runs are tracked and what they are registered as: training, fine-tuning and
+    serving must agree on these, so they are written once, here."""
+
+    experiment: Name
+    onnx_model_name: Name
+    sklearn_model_name: Name
+    alias: Name
+    accuracy_above: Annotated[float, Field(ge=0, le=1)]
+
+
+def promotes(test_accuracy: float, accuracy_above: float) -> bool:
+    """Whether a new version with this test accuracy takes the alias: strictly above the
+    threshold, for a trained model and a fine-tuned one alike."""
+    return test_accuracy > accuracy_above
 
 
 class Params(_Strict):
     data: DataParams
     prepare: PrepareParams
     train: TrainParams
+    registry: RegistryParams
 
 
 class ParamsError(ValueError):
@@ -69,3 +94,14 @@ def load_params(path: Path) -> Params:
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
         )
         raise ParamsError(f"{path}: {problems}") from e
+
+
+@cache
+def packaged() -> Params:
+    """The parameters packaged with iris_core: the defaults of every service's settings."""
+    with as_file(files("iris_core") / "params.yaml") as path:
+        return load_params(path)
+
+
+def registry() -> RegistryParams:
+    return packaged().registry
