@@ -19,7 +19,7 @@ from iris_finetune.flow import FLOW_NAME
 from iris_finetune.settings import FinetuneSettings
 from iris_finetune.store import FAILED, Feedback, FeedbackStore, Turn
 from iris_finetune.tune import feedback_arrays, warm_start
-from iris_training.train import load_dataset
+from iris_training.dataset import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW = Feedback((5.1, 3.5, 1.4, 0.2), "Iris-setosa")

@@ -35,11 +35,10 @@ from iris_core.params import promotes
 from iris_finetune.settings import FinetuneSettings
 from iris_finetune.store import Feedback
 from iris_training.data import DataError
-from iris_training.train import (
+from iris_training.dataset import Dataset, load_dataset
+from iris_training.tracking import (
     DATA_ARTIFACTS,
-    Dataset,
     check_tracking_server,
-    load_dataset,
     log_data,
     log_models,
     register_versions,
