@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from iris_core.params import load_params  # noqa: PLC0415
     from iris_stack.services import free_port, mlflow_server, running  # noqa: PLC0415
-    from iris_training.train import load_dataset, log_models, search, select_best  # noqa: PLC0415
+    from iris_training.dataset import load_dataset  # noqa: PLC0415
+    from iris_training.search import search, select_best  # noqa: PLC0415
+    from iris_training.tracking import log_models  # noqa: PLC0415
     from tests.support import copy_pipeline  # noqa: PLC0415
 
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")

@@ -1,25 +1,29 @@
 """The feedback store and the fine-tune step without Prefect: real SQLite files, real processes
-writing at once, scikit-learn on the real data."""
+writing at once, scikit-learn on the real data, a real MLflow server for the promotion rule."""
 
 from __future__ import annotations
 
 import multiprocessing
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 from prefect.flows import Flow, load_flow_from_entrypoint
 from pydantic import ValidationError
 from sklearn.neural_network import MLPClassifier
 
 from iris_api.settings import ApiSettings
+from iris_core import CLASS_NAMES, EXAMPLES
 from iris_finetune.flow import FLOW_NAME
 from iris_finetune.settings import FinetuneSettings
 from iris_finetune.store import FAILED, Feedback, FeedbackStore, Turn
-from iris_finetune.tune import feedback_arrays, warm_start
-from iris_training.train import load_dataset
+from iris_finetune.tune import feedback_arrays, fine_tune, warm_start
+from iris_training.dataset import load_dataset
+from tests.support import Registered
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW = Feedback((5.1, 3.5, 1.4, 0.2), "Iris-setosa")
@@ -134,3 +138,64 @@ def test_prefect_yaml_deploys_one_flow_two_ways() -> None:
     env = k8s["job_variables"]["env"]
     assert Path(env["IRIS_FINETUNE_FEEDBACK_DB"]).is_absolute()
     assert env["MLFLOW_TRACKING_URI"].startswith("http://")
+
+
+#: Five suggestions, as the feedback tests send them: a textbook flower of each class in turn.
+ROWS = [Feedback(EXAMPLES[CLASS_NAMES[i % 3]], CLASS_NAMES[i % 3]) for i in range(5)]
+
+
+def _champions(
+    registered: Registered, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **update: object
+) -> FinetuneSettings:
+    """Settings whose champions are copies of the session's, under names of their own, so a
+    fine-tune's new versions and alias moves touch no other test's models."""
+    tag = uuid.uuid4().hex[:8]
+    client = MlflowClient(registered.tracking_uri)
+    reg = registered.registry
+    names = {}
+    for source in (reg.sklearn_model_name, reg.onnx_model_name):
+        version = registered.outcome.versions[source]
+        copy = client.copy_model_version(f"models:/{source}/{version}", f"{source}-{tag}")
+        client.set_registered_model_alias(copy.name, reg.alias, copy.version)
+        names[source] = copy.name
+    monkeypatch.setenv("IRIS_FINETUNE_FEEDBACK_DB", str(tmp_path / "feedback.db"))
+    return FinetuneSettings().model_copy(
+        update={
+            "tracking_uri": registered.tracking_uri,
+            "sklearn_model_name": names[reg.sklearn_model_name],
+            "onnx_model_name": names[reg.onnx_model_name],
+            "alias": reg.alias,
+            "experiment": f"finetune-{tag}",
+        }
+        | update
+    )
+
+
+@pytest.mark.parametrize(("offset", "registers"), [(0.0, False), (-1e-9, True)])
+def test_a_fine_tune_registers_only_above_the_threshold(
+    offset: float,
+    registers: bool,
+    registered: Registered,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The same fine-tune twice (same parent, same rows: it is deterministic): a threshold
+    equal to the accuracy it reaches registers nothing and leaves the alias alone; a hair
+    below it registers both models, which take the alias."""
+    probe = fine_tune(_champions(registered, monkeypatch, tmp_path), ROWS)
+    settings = _champions(
+        registered, monkeypatch, tmp_path, accuracy_above=probe.test_accuracy + offset
+    )
+    outcome = fine_tune(settings, ROWS)
+    assert outcome.test_accuracy == probe.test_accuracy
+    assert outcome.reason.startswith(
+        f"test accuracy {probe.test_accuracy:.4f} is {'above' if registers else 'not above'}"
+    )
+    assert bool(outcome.registered) is registers
+    client = MlflowClient(registered.tracking_uri)
+    assert client.get_run(outcome.run_id).data.tags["registered"] == str(registers).lower()
+    for name in (settings.sklearn_model_name, settings.onnx_model_name):
+        versions = client.search_model_versions(f"name = '{name}'")
+        assert len(versions) == (2 if registers else 1)
+        alias = client.get_model_version_by_alias(name, settings.alias)
+        assert alias.version == (outcome.registered[name] if registers else "1")

@@ -21,7 +21,9 @@ from iris_core import CLASS_NAMES
 from iris_core.params import RegistryParams, TrainParams, promotes
 from iris_core.registry import version_by_alias
 from iris_stack.services import free_port
-from iris_training.train import Outcome, load_dataset, search, select_best, train
+from iris_training.dataset import load_dataset
+from iris_training.search import search, select_best
+from iris_training.train import Outcome, train
 from tests.support import member_env, own_registry, small_params
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,14 +1,18 @@
 """The Prefect flow `iris-finetune`: store one feedback row; every N rows, fine-tune.
 
-Thin wrappers: the work is in `iris_finetune.store` and `iris_finetune.tune`. Parameters are
-the 4 measurements and the true class, validated by Prefect from these annotations (the
-deployment's parameter schema says the same). Deployments: `prefect.yaml` at the repository
-root (`local`: a process work pool; `kubernetes`: a pod per run from the finetune image).
+Thin wrappers: the work is in `iris_finetune.store` and `iris_finetune.tune`; the fine-tune's
+steps run as tasks of their own (load_champion, tune, evaluate, register), so the UI shows
+the step a failed run stopped in. Parameters are the 4 measurements and the true class,
+validated by Prefect from these annotations (the deployment's parameter schema says the
+same). Deployments: `prefect.yaml` at the repository root (`local`: a process work pool;
+`kubernetes`: a pod per run from the finetune image).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -18,6 +22,9 @@ from pydantic import Field
 from iris_core import MEASUREMENT_MAX_CM, ClassName
 from iris_finetune.settings import FinetuneSettings
 from iris_finetune.store import FAILED, Feedback, FeedbackStore, Stored, Turn
+
+if TYPE_CHECKING:
+    from iris_finetune.tune import Evaluated, Parent, Tuned, TuneOutcome
 
 FLOW_NAME = "iris-finetune"
 
@@ -29,11 +36,59 @@ def store_feedback(store: FeedbackStore, run_id: str, row: Feedback) -> Stored:
     return store.add(run_id, row)
 
 
+# The steps of a fine-tune: they hand each other models and arrays in-process, so there is
+# nothing to cache (NO_CACHE: no hashing of models either) and nothing to write to result
+# storage (persist_result=False: a retried flow run runs them again). Each imports
+# `iris_finetune.tune` (scikit-learn, MLflow) when it runs: flow runs that only store a row do
+# not pay for the import.
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def load_champion(settings: FinetuneSettings, folder: Path) -> Parent:
+    from iris_finetune import tune as steps  # noqa: PLC0415
+
+    return steps.load_champion(settings, folder)
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def tune(settings: FinetuneSettings, parent: Parent, rows: list[Feedback]) -> Tuned:
+    from iris_finetune import tune as steps  # noqa: PLC0415
+
+    return steps.tune(settings, parent, rows)
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def evaluate(settings: FinetuneSettings, parent: Parent, tuned: Tuned, run_id: str) -> Evaluated:
+    from iris_finetune import tune as steps  # noqa: PLC0415
+
+    return steps.evaluate(settings, parent, tuned, run_id)
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def register(
+    settings: FinetuneSettings, parent: Parent, tuned: Tuned, evaluated: Evaluated
+) -> TuneOutcome:
+    from iris_finetune import tune as steps  # noqa: PLC0415
+
+    return steps.register(settings, parent, tuned, evaluated)
+
+
+def fine_tune(settings: FinetuneSettings, rows: list[Feedback], run_id: str) -> TuneOutcome:
+    """`iris_finetune.tune.fine_tune`, each step a task (`rows`: the feedback to tune on)."""
+    with tempfile.TemporaryDirectory(prefix="iris-finetune-") as tmp:
+        parent = load_champion(settings, Path(tmp))
+        tuned = tune(settings, parent, rows)
+        evaluated = evaluate(settings, parent, tuned, run_id)
+        return register(settings, parent, tuned, evaluated)
+
+
 @task(cache_policy=NO_CACHE)
 def fine_tune_at(
     store: FeedbackStore, settings: FinetuneSettings, rows: int, run_id: str
 ) -> dict[str, Any]:
-    """The fine-tune at `rows` rows, after the one before it (feedback order), once."""
+    """The fine-tune at `rows` rows, after the one before it (feedback order), once; its
+    steps run as tasks inside this one, and the store records how it ended (FAILED if any
+    step raised, so a retry or the next fine-tune can go on)."""
     logger = get_run_logger()
     after = rows - settings.every if rows > settings.every else None
     turn, timed_out = store.wait_turn(rows, run_id, after, settings.order_timeout_s)
@@ -42,8 +97,6 @@ def fine_tune_at(
     if turn is Turn.DONE:
         logger.info("the fine-tune at %d rows ran before (a retry): nothing to do", rows)
         return {"rows": rows, "skipped": "done before"}
-    from iris_finetune.tune import fine_tune  # noqa: PLC0415 (sklearn and MLflow: only here)
-
     try:
         outcome = fine_tune(settings, store.rows(upto=rows), run_id)
     except BaseException as e:

@@ -6,6 +6,11 @@ from the settings) continues training with `warm_start`,
 the feedback rows (weight 1.0). Its data come from the champion's run (`data/`), so a fine-tune
 needs no files of its own. The result is tracked in MLflow and, if its test accuracy is above
 the threshold, registered as new versions of both models, which take the alias.
+
+Four steps, each a function of the one before (`load_champion`, `tune`, `evaluate`,
+`register`): the flow runs each as a Prefect task, so a failed run shows the step it stopped
+in; `fine_tune` runs them in a row without Prefect. They take the feedback rows as a list and
+know nothing of the store, so how a flow run collects its rows is the flow's business.
 """
 
 from __future__ import annotations
@@ -35,11 +40,10 @@ from iris_core.params import promotes
 from iris_finetune.settings import FinetuneSettings
 from iris_finetune.store import Feedback
 from iris_training.data import DataError
-from iris_training.train import (
+from iris_training.dataset import Dataset, load_dataset
+from iris_training.tracking import (
     DATA_ARTIFACTS,
-    Dataset,
     check_tracking_server,
-    load_dataset,
     log_data,
     log_models,
     register_versions,
@@ -133,118 +137,197 @@ def _write_feedback_csv(path: Path, rows: list[Feedback]) -> None:
         writer.writerows([*r.measurements, r.class_name] for r in rows)
 
 
-def fine_tune(
-    settings: FinetuneSettings, rows: list[Feedback], flow_run_id: str = ""
-) -> TuneOutcome:
-    """Fine-tune the champion on `rows` (all feedback so far), track it, register if good."""
-    check_tracking_server(settings.tracking_uri)
+@dataclass(frozen=True, slots=True)
+class Parent:
+    """The champion a fine-tune starts from, loaded: both registered versions, the scikit-learn
+    model and the data it was made from (its files downloaded to `data_dir`, which the fine-tune
+    logs again with its own model)."""
+
+    versions: dict[str, ModelVersion]  # registered model name -> the version with the alias
+    sklearn: ModelVersion  # the scikit-learn one of `versions`: the model tuned from
+    model: MLPClassifier
+    data: Dataset
+    data_dir: Path
+    load_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Tuned:
+    """The parent's model trained further on the feedback rows (the same object: the parent's
+    `model` is tuned in place), and how the parent did before it."""
+
+    model: MLPClassifier
+    rows: list[Feedback]
+    feedback: tuple[np.ndarray, np.ndarray]  # the rows as model inputs and label indices
+    parent_test_accuracy: float
+    feedback_accuracy_before: float
+    fit_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluated:
+    """The tuned model's test accuracy, whether it is promoted, and its MLflow run (both models
+    logged in it, ready to register)."""
+
+    run_id: str
+    test_accuracy: float
+    promoted: bool
+    reason: str  # why it is or is not promoted
+    model_uris: dict[str, str]  # registered model name -> logged model URI
+    track_s: float
+
+
+def _mlflow(settings: FinetuneSettings) -> MlflowClient:
+    """Point MLflow's fluent API at the tracking server; a client for it. Each step calls it, so
+    a step does not depend on global state another step left behind."""
     mlflow.set_tracking_uri(settings.tracking_uri)
-    client = MlflowClient(settings.tracking_uri)
-    timings: dict[str, float] = {}
+    return MlflowClient(settings.tracking_uri)
+
+
+def load_champion(settings: FinetuneSettings, folder: Path) -> Parent:
+    """The versions with the alias, the scikit-learn model and its data (downloaded into
+    `folder`, which must outlive the fine-tune: its data are logged again with the result)."""
+    check_tracking_server(settings.tracking_uri)
+    client = _mlflow(settings)
     start = time.perf_counter()
-    parents = {
+    versions = {
         name: champion(client, name, settings.alias)
         for name in (settings.sklearn_model_name, settings.onnx_model_name)
     }
-    parent = parents[settings.sklearn_model_name]
-    with tempfile.TemporaryDirectory(prefix="iris-finetune-") as tmp:
-        data = parent_data(parent, Path(tmp))
-        model: MLPClassifier = mlflow.sklearn.load_model(f"models:/{parent.name}/{parent.version}")
-        timings["load_s"] = time.perf_counter() - start
-        before = float(accuracy_score(data.y_test, model.predict(data.x_test)))
-        feedback = feedback_arrays(rows, data.classes)
-        fb_before = float(accuracy_score(feedback[1], model.predict(feedback[0])))
+    parent = versions[settings.sklearn_model_name]
+    data = parent_data(parent, folder)
+    model: MLPClassifier = mlflow.sklearn.load_model(f"models:/{parent.name}/{parent.version}")
+    return Parent(
+        versions, parent, model, data, folder / DATA_ARTIFACTS, time.perf_counter() - start
+    )
 
-        start = time.perf_counter()
-        warm_start(model, data, feedback, settings)
-        timings["fit_s"] = time.perf_counter() - start
-        predicted = model.predict(data.x_test)
-        accuracy = float(accuracy_score(data.y_test, predicted))
-        fb_after = float(accuracy_score(feedback[1], model.predict(feedback[0])))
-        good = promotes(accuracy, settings.accuracy_above)
-        reason = (
-            f"test accuracy {accuracy:.4f} is {'above' if good else 'not above'} "
-            f"the threshold {settings.accuracy_above:.4f}"
+
+def tune(settings: FinetuneSettings, parent: Parent, rows: list[Feedback]) -> Tuned:
+    """Measure the parent on the test and feedback rows, then continue its training on them."""
+    data = parent.data
+    before = float(accuracy_score(data.y_test, parent.model.predict(data.x_test)))
+    feedback = feedback_arrays(rows, data.classes)
+    fb_before = float(accuracy_score(feedback[1], parent.model.predict(feedback[0])))
+    start = time.perf_counter()
+    model = warm_start(parent.model, data, feedback, settings)
+    return Tuned(model, rows, feedback, before, fb_before, time.perf_counter() - start)
+
+
+def evaluate(
+    settings: FinetuneSettings, parent: Parent, tuned: Tuned, flow_run_id: str = ""
+) -> Evaluated:
+    """Test accuracy and the promotion rule (`promotes`: strictly above the threshold); an
+    MLflow run with the parameters, metrics, data (feedback rows included) and both models."""
+    data, model, rows = parent.data, tuned.model, tuned.rows
+    predicted = model.predict(data.x_test)
+    accuracy = float(accuracy_score(data.y_test, predicted))
+    fb_after = float(accuracy_score(tuned.feedback[1], model.predict(tuned.feedback[0])))
+    good = promotes(accuracy, settings.accuracy_above)
+    reason = (
+        f"test accuracy {accuracy:.4f} is {'above' if good else 'not above'} "
+        f"the threshold {settings.accuracy_above:.4f}"
+    )
+
+    _mlflow(settings)
+    start = time.perf_counter()
+    tags = {
+        PARENT_VERSION: parent.sklearn.version,
+        FEEDBACK_ROWS: str(len(rows)),
+        "parent_run_id": parent.sklearn.run_id or "",
+        "prefect_flow_run_id": flow_run_id,
+        "kind": "finetune",
+    }
+    mlflow.set_experiment(settings.experiment)
+    with mlflow.start_run(run_name=f"finetune-{len(rows)}", tags=tags) as run:
+        mlflow.log_params(
+            {
+                "max_iter": model.max_iter,
+                "learning_rate_init": model.learning_rate_init,
+                "warm_start": True,
+                "original_weight": settings.original_weight,
+                "feedback_weight": settings.feedback_weight,
+                "n_train": len(data.y_train),
+                "n_feedback": len(rows),
+                "accuracy_above": settings.accuracy_above,
+            }
         )
+        mlflow.log_metrics(
+            {
+                "parent_test_accuracy": tuned.parent_test_accuracy,
+                "feedback_accuracy_before": tuned.feedback_accuracy_before,
+                "feedback_accuracy_after": fb_after,
+                "n_iter": float(model.n_iter_),
+            }
+        )
+        _write_feedback_csv(parent.data_dir / "feedback.csv", rows)
+        log_data(parent.data_dir)
+        mlflow.log_artifact(str(parent.data_dir / "feedback.csv"), DATA_ARTIFACTS)
+        sk_info, onnx_info = log_models(model, data, predicted, accuracy)
+        mlflow.set_tag("registered", str(good).lower())
+        mlflow.set_tag("reason", reason)
+    uris = {
+        settings.sklearn_model_name: sk_info.model_uri,
+        settings.onnx_model_name: onnx_info.model_uri,
+    }
+    return Evaluated(run.info.run_id, accuracy, good, reason, uris, time.perf_counter() - start)
 
-        start = time.perf_counter()
-        tags = {
-            PARENT_VERSION: parent.version,
-            FEEDBACK_ROWS: str(len(rows)),
-            "parent_run_id": parent.run_id or "",
-            "prefect_flow_run_id": flow_run_id,
-            "kind": "finetune",
-        }
-        mlflow.set_experiment(settings.experiment)
-        with mlflow.start_run(run_name=f"finetune-{len(rows)}", tags=tags) as run:
-            mlflow.log_params(
-                {
-                    "max_iter": model.max_iter,
-                    "learning_rate_init": model.learning_rate_init,
-                    "warm_start": True,
-                    "original_weight": settings.original_weight,
-                    "feedback_weight": settings.feedback_weight,
-                    "n_train": len(data.y_train),
-                    "n_feedback": len(rows),
-                    "accuracy_above": settings.accuracy_above,
-                }
-            )
-            mlflow.log_metrics(
-                {
-                    "parent_test_accuracy": before,
-                    "feedback_accuracy_before": fb_before,
-                    "feedback_accuracy_after": fb_after,
-                    "n_iter": float(model.n_iter_),
-                }
-            )
-            folder = Path(tmp) / DATA_ARTIFACTS
-            _write_feedback_csv(folder / "feedback.csv", rows)
-            log_data(folder)
-            mlflow.log_artifact(str(folder / "feedback.csv"), DATA_ARTIFACTS)
-            sk_info, onnx_info = log_models(model, data, predicted, accuracy)
-            mlflow.set_tag("registered", str(good).lower())
-            mlflow.set_tag("reason", reason)
-        timings["track_s"] = time.perf_counter() - start
 
+def register(
+    settings: FinetuneSettings, parent: Parent, tuned: Tuned, evaluated: Evaluated
+) -> TuneOutcome:
+    """New versions of both models if promoted; the durations of every step into the run.
+    Returns the fine-tune's outcome."""
+    client = _mlflow(settings)
+    rows = len(tuned.rows)
+    timings = {"load_s": parent.load_s, "fit_s": tuned.fit_s, "track_s": evaluated.track_s}
     registered: dict[str, str] = {}
-    if good:
+    if evaluated.promoted:
         start = time.perf_counter()
-        registered = _register(
+        registered = _new_versions(
             client,
             settings,
-            parents,
-            len(rows),
-            accuracy,
-            run.info.run_id,
-            {
-                settings.sklearn_model_name: sk_info.model_uri,
-                settings.onnx_model_name: onnx_info.model_uri,
-            },
+            parent.versions,
+            rows,
+            evaluated.test_accuracy,
+            evaluated.run_id,
+            evaluated.model_uris,
         )
         timings["register_s"] = time.perf_counter() - start
         client.set_tag(
-            run.info.run_id,
+            evaluated.run_id,
             "registered_versions",
             ", ".join(f"{n} v{v}" for n, v in registered.items()),
         )
     now = int(time.time() * 1000)
     client.log_batch(
-        run.info.run_id,
+        evaluated.run_id,
         metrics=[Metric(f"duration_{name}", value, now, 0) for name, value in timings.items()],
     )
     return TuneOutcome(
-        rows=len(rows),
-        run_id=run.info.run_id,
-        parent_versions={n: v.version for n, v in parents.items()},
-        test_accuracy=accuracy,
-        parent_test_accuracy=before,
+        rows=rows,
+        run_id=evaluated.run_id,
+        parent_versions={n: v.version for n, v in parent.versions.items()},
+        test_accuracy=evaluated.test_accuracy,
+        parent_test_accuracy=tuned.parent_test_accuracy,
         registered=registered,
-        reason=reason,
+        reason=evaluated.reason,
         timings_s=timings,
     )
 
 
-def _register(
+def fine_tune(
+    settings: FinetuneSettings, rows: list[Feedback], flow_run_id: str = ""
+) -> TuneOutcome:
+    """Fine-tune the champion on `rows` (all feedback so far), track it, register if good: the
+    four steps in a row, without Prefect (the flow runs the same steps as tasks)."""
+    with tempfile.TemporaryDirectory(prefix="iris-finetune-") as tmp:
+        parent = load_champion(settings, Path(tmp))
+        tuned = tune(settings, parent, rows)
+        evaluated = evaluate(settings, parent, tuned, flow_run_id)
+        return register(settings, parent, tuned, evaluated)
+
+
+def _new_versions(
     client: MlflowClient,
     settings: FinetuneSettings,
     parents: dict[str, ModelVersion],
