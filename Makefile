@@ -31,7 +31,7 @@ status:  ## which local services answer
 	$(RUN) iris-stack status
 
 screenshots: sync  ## with the stack up: a little traffic, then Chromium screenshots into docs/
-	$(RUN) iris-stack screenshots
+	$(RUN) iris-screenshots
 
 test: sync test-tools  ## the whole test suite, with real MLflow, Prefect and API servers (what CI runs)
 	$(RUN) pytest

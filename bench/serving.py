@@ -135,13 +135,13 @@ def main(argv: list[str] | None = None) -> None:
     from iris_stack.services import (  # noqa: PLC0415
         Service,
         api_server,
-        free_port,
         mlflow_server,
         ready_url,
         running,
     )
+    from iris_testing.ports import free_port  # noqa: PLC0415
+    from iris_testing.project import copy_pipeline, member_env  # noqa: PLC0415
     from iris_training.train import train  # noqa: PLC0415
-    from tests.support import copy_pipeline, member_env  # noqa: PLC0415
 
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")

@@ -4,7 +4,6 @@ registered model, a Prefect server with a process worker."""
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,32 +11,26 @@ import pytest
 
 from iris_core.params import Erratum, load_params
 from iris_stack.services import (
-    PrefectRest,
     Service,
     deploy_local,
-    free_port,
     mlflow_server,
     prefect_server,
     prefect_worker,
     running,
     wait_pool_ready,
 )
+from iris_testing.data import Archive, archive_server, make_zip, uci_lines
+from iris_testing.feedback import FeedbackCase
+from iris_testing.ports import free_port
+from iris_testing.prefect_rest import PrefectRest
+from iris_testing.project import member_env
+from iris_testing.training import Registered, own_registry, small_params
 from iris_training.prepare import prepare
 from iris_training.train import train
-from tests.support import (
-    WORK_POOL,
-    Archive,
-    ArchiveHandler,
-    FeedbackCase,
-    Registered,
-    make_zip,
-    member_env,
-    own_registry,
-    small_params,
-    uci_lines,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The work pool of the tests' Prefect server (the stack's is `iris-local`).
+WORK_POOL = "iris-test"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -48,13 +41,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def uci_server() -> Iterator[Archive]:
-    server = Archive(("127.0.0.1", 0), ArchiveHandler)
-    server.payload = make_zip(uci_lines())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    """The UCI archive (with its two errors) from a local HTTP server; `payload` can be swapped."""
+    with archive_server(make_zip(uci_lines())) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

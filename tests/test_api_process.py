@@ -26,9 +26,11 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 
 from iris_core import CLASS_NAMES, FEATURES
-from iris_stack.services import free_port, mlflow_server, running
+from iris_stack.services import mlflow_server, running
+from iris_testing.api import api_process
+from iris_testing.ports import free_port
+from iris_testing.training import Registered, own_registry, small_params
 from iris_training.train import train
-from tests.support import Registered, api_process, own_registry, small_params
 
 #: A Prefect API address where nothing listens.
 NO_PREFECT = f"http://127.0.0.1:{free_port()}/api"

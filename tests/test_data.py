@@ -15,11 +15,11 @@ from sklearn.datasets import load_iris
 
 from iris_core import CLASS_NAMES, FEATURES
 from iris_core.params import Erratum, Feature
-from iris_stack.services import free_port
+from iris_testing.data import Archive, make_zip, uci_lines
+from iris_testing.ports import free_port
 from iris_training.data import DataError
 from iris_training.fetch import fetch
 from iris_training.prepare import prepare
-from tests.support import Archive, make_zip, uci_lines
 
 BIN = Path(sys.executable).parent
 

@@ -23,8 +23,10 @@ import pytest
 import yaml
 
 from iris_core import FEATURES
-from iris_stack.services import free_port, prometheus_config, prometheus_server, running
-from tests.support import FeedbackCase, api_process
+from iris_stack.services import prometheus_config, prometheus_server, running
+from iris_testing.api import api_process
+from iris_testing.feedback import FeedbackCase
+from iris_testing.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "k8s" / "grafana" / "iris-dashboard.json"

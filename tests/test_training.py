@@ -20,9 +20,10 @@ from sklearn.datasets import load_iris
 from iris_core import CLASS_NAMES
 from iris_core.params import RegistryParams, TrainParams, promotes
 from iris_core.registry import version_by_alias
-from iris_stack.services import free_port
+from iris_testing.ports import free_port
+from iris_testing.project import member_env
+from iris_testing.training import own_registry, small_params
 from iris_training.train import Outcome, load_dataset, search, select_best, train
-from tests.support import member_env, own_registry, small_params
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

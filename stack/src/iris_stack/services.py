@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,19 +19,10 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import httpx
 import yaml
 
 LOOPBACK = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def answers(url: str, timeout_s: float = 2.0) -> bool:
@@ -265,95 +255,6 @@ def prefect_worker(
         cwd=cwd,
         stop_signals=2,  # the first SIGTERM asks it to finish; the second makes it exit
     )
-
-
-class PrefectRest:
-    """The Prefect REST calls the tests, the benchmarks and `iris-stack screenshots` make
-    (`url` ends with /api)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        # Prefect's uvicorn drops idle connections after 5 s: expire ours first.
-        self.http = httpx.Client(
-            base_url=url, timeout=30, limits=httpx.Limits(keepalive_expiry=2.0)
-        )
-
-    def close(self) -> None:
-        self.http.close()
-
-    def request(self, method: str, path: str, json: Any = None) -> httpx.Response:
-        """One call, retried while Prefect's SQLite is busy (503 on purpose), then checked."""
-        for attempt in range(12):
-            try:
-                response = self.http.request(method, path, json=json)
-            except (httpx.ReadError, httpx.RemoteProtocolError):
-                if attempt == 11:
-                    raise
-            else:
-                if response.status_code != 503:
-                    break
-            time.sleep(min(2.0, 0.1 * 2**attempt))
-        response.raise_for_status()
-        return response
-
-    def deployment(self, name: str) -> dict[str, Any]:
-        found: dict[str, Any] = self.request("GET", f"/deployments/name/{name}").json()
-        return found
-
-    def clone_deployment(self, source: str, name: str, env: dict[str, str]) -> str:
-        """A copy of deployment `source` (flow/deployment) named `name`, whose runs get `env`
-        (settings of their own: feedback store, registry names); its id."""
-        d = self.deployment(source)
-        response = self.request(
-            "POST",
-            "/deployments/",
-            json={
-                "name": name,
-                "flow_id": d["flow_id"],
-                "entrypoint": d["entrypoint"],
-                "work_pool_name": d["work_pool_name"],
-                "pull_steps": d["pull_steps"],
-                "parameter_openapi_schema": d["parameter_openapi_schema"],
-                "enforce_parameter_schema": d["enforce_parameter_schema"],
-                "job_variables": {"env": env},
-            },
-        )
-        return str(response.json()["id"])
-
-    def runs(
-        self, deployment_id: str | None = None, ids: list[str] | None = None
-    ) -> list[dict[str, Any]]:
-        """Flow runs of a deployment, or with these ids."""
-        query: dict[str, Any] = {}
-        if deployment_id is not None:
-            query["deployments"] = {"id": {"any_": [deployment_id]}}
-        if ids is not None:
-            query["flow_runs"] = {"id": {"any_": ids}}
-        runs: list[dict[str, Any]] = self.request("POST", "/flow_runs/filter", json=query).json()
-        return runs
-
-    def wait_final(
-        self,
-        n: int,
-        timeout_s: float,
-        deployment_id: str | None = None,
-        ids: list[str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """The runs (of a deployment, or with these ids) once `n` of them are in a final
-        state: polled, no fixed sleep; ServiceError when time runs out."""
-        deadline = time.monotonic() + timeout_s
-        runs: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            runs = self.runs(deployment_id, ids)
-            if sum(r["state_type"] in FINAL_STATES for r in runs) >= n:
-                return runs
-            time.sleep(0.25)
-        states = sorted(str(r["state_type"]) for r in runs)
-        raise ServiceError(f"{n} flow runs not final within {timeout_s:g} s: {states}")
-
-
-#: Prefect state types a flow run does not leave.
-FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 
 
 def prometheus_config(
