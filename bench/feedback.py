@@ -62,15 +62,14 @@ def main(argv: list[str] | None = None) -> None:
     from mlflow.tracking import MlflowClient  # noqa: PLC0415
 
     from iris_finetune.store import FeedbackStore  # noqa: PLC0415
+    from iris_stack.deploy import deploy_local, wait_pool_ready  # noqa: PLC0415
+    from iris_stack.process import running  # noqa: PLC0415
     from iris_stack.services import (  # noqa: PLC0415
         api_server,
-        deploy_local,
         mlflow_server,
         prefect_server,
         prefect_worker,
         ready_url,
-        running,
-        wait_pool_ready,
     )
     from iris_testing.data import uci_lines  # noqa: PLC0415
     from iris_testing.ports import free_port  # noqa: PLC0415

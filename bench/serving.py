@@ -132,13 +132,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"serving benchmark needs {' and '.join(missing)}: apt-get install wrk hey")
 
     from iris_core.params import load_params  # noqa: PLC0415
-    from iris_stack.services import (  # noqa: PLC0415
-        Service,
-        api_server,
-        mlflow_server,
-        ready_url,
-        running,
-    )
+    from iris_stack.process import Service, running  # noqa: PLC0415
+    from iris_stack.services import api_server, mlflow_server, ready_url  # noqa: PLC0415
     from iris_testing.ports import free_port  # noqa: PLC0415
     from iris_testing.project import copy_pipeline, member_env  # noqa: PLC0415
     from iris_training.train import train  # noqa: PLC0415

@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     from mlflow.entities import Metric, Param  # noqa: PLC0415
 
     from iris_core.params import load_params  # noqa: PLC0415
-    from iris_stack.services import mlflow_server, running  # noqa: PLC0415
+    from iris_stack.process import running  # noqa: PLC0415
+    from iris_stack.services import mlflow_server  # noqa: PLC0415
     from iris_testing.ports import free_port  # noqa: PLC0415
     from iris_testing.project import copy_pipeline  # noqa: PLC0415
     from iris_training.train import load_dataset, log_models, search, select_best  # noqa: PLC0415

@@ -10,15 +10,9 @@ from pathlib import Path
 import pytest
 
 from iris_core.params import Erratum, load_params
-from iris_stack.services import (
-    Service,
-    deploy_local,
-    mlflow_server,
-    prefect_server,
-    prefect_worker,
-    running,
-    wait_pool_ready,
-)
+from iris_stack.deploy import deploy_local, wait_pool_ready
+from iris_stack.process import Service, running
+from iris_stack.services import mlflow_server, prefect_server, prefect_worker
 from iris_testing.data import Archive, archive_server, make_zip, uci_lines
 from iris_testing.feedback import FeedbackCase
 from iris_testing.ports import free_port

@@ -26,7 +26,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 
 from iris_core import CLASS_NAMES, FEATURES
-from iris_stack.services import mlflow_server, running
+from iris_stack.process import running
+from iris_stack.services import mlflow_server
 from iris_testing.api import api_process
 from iris_testing.ports import free_port
 from iris_testing.training import Registered, own_registry, small_params

@@ -20,7 +20,9 @@ import httpx
 from iris_core import CLASS_NAMES, EXAMPLES, FEATURES
 from iris_finetune.flow import FLOW_NAME
 from iris_finetune.tune import FEEDBACK_ROWS, PARENT_VERSION
-from iris_stack.services import Service, deploy_local, prefect_server, running
+from iris_stack.deploy import deploy_local
+from iris_stack.process import Service, running
+from iris_stack.services import prefect_server
 from iris_testing.api import api_process
 from iris_testing.feedback import FeedbackCase
 from iris_testing.ports import free_port

@@ -23,7 +23,9 @@ import pytest
 import yaml
 
 from iris_core import FEATURES
-from iris_stack.services import prometheus_config, prometheus_server, running
+from iris_stack.process import running
+from iris_stack.prometheus import prometheus_config
+from iris_stack.services import prometheus_server
 from iris_testing.api import api_process
 from iris_testing.feedback import FeedbackCase
 from iris_testing.ports import free_port

@@ -18,7 +18,7 @@ import yaml
 
 from iris_core.registry import version_by_alias
 from iris_finetune.store import FeedbackStore
-from iris_stack.services import answers
+from iris_stack.process import answers
 from iris_testing.data import Archive
 from iris_testing.ports import free_port
 from iris_testing.project import copy_pipeline

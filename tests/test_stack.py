@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from iris_stack.services import Service, ServiceError, alive
+from iris_stack.process import Service, ServiceError, alive
 from iris_testing.ports import free_port
 
 BIN = Path(sys.executable).parent

@@ -20,21 +20,16 @@ from pydantic import ValidationError
 
 from iris_core.params import ParamsError, RegistryParams, load_params
 from iris_core.registry import AliasedVersion, RegistryError, version_by_alias
+from iris_stack.deploy import deploy_local, wait_pool_ready
+from iris_stack.process import Service, ServiceError, answers, bin_path, stop_group
+from iris_stack.prometheus import prometheus_config
 from iris_stack.services import (
-    Service,
-    ServiceError,
-    answers,
     api_server,
-    bin_path,
-    deploy_local,
     mlflow_server,
     prefect_server,
     prefect_worker,
-    prometheus_config,
     prometheus_server,
     ready_url,
-    stop_group,
-    wait_pool_ready,
 )
 from iris_stack.settings import StackSettings
 

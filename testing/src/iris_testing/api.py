@@ -6,7 +6,8 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from iris_stack.services import api_server, running
+from iris_stack.process import running
+from iris_stack.services import api_server
 from iris_testing.ports import free_port
 
 
