@@ -19,17 +19,11 @@ from iris_finetune.flow import FLOW_NAME
 from iris_finetune.settings import FinetuneSettings
 from iris_finetune.store import FAILED, Feedback, FeedbackStore, Turn
 from iris_finetune.tune import feedback_arrays, warm_start
+from iris_testing.store_writer import write_twice
 from iris_training.train import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW = Feedback((5.1, 3.5, 1.4, 0.2), "Iris-setosa")
-
-
-def _writer(path: str, prefix: str, n: int) -> None:
-    store = FeedbackStore(Path(path))
-    for i in range(n):
-        store.add(f"{prefix}-{i}", ROW)
-        store.add(f"{prefix}-{i}", ROW)  # a retried run: must not store a second row
 
 
 def test_rows_get_gapless_sequence_numbers_once_per_flow_run(tmp_path: Path) -> None:
@@ -45,7 +39,7 @@ def test_rows_get_gapless_sequence_numbers_once_per_flow_run(tmp_path: Path) -> 
 def test_processes_writing_at_once_lose_nothing_and_store_nothing_twice(tmp_path: Path) -> None:
     path = tmp_path / "feedback.db"
     context = multiprocessing.get_context("spawn")
-    writers = [context.Process(target=_writer, args=(str(path), f"w{k}", 25)) for k in range(4)]
+    writers = [context.Process(target=write_twice, args=(str(path), f"w{k}", 25)) for k in range(4)]
     for w in writers:
         w.start()
     for w in writers:
