@@ -252,7 +252,8 @@ def test_the_api_environment_has_no_training_stack_and_no_mlflow(api_bin: Path) 
         return subprocess.run(check, capture_output=True, check=False).returncode == 0
 
     assert all(imports(m) for m in ("iris_api", "onnxruntime", "fastapi", "uvicorn"))
-    assert not any(imports(m) for m in ("mlflow", "sklearn", "skl2onnx", "pandas", "iris_training"))
+    absent = ("mlflow", "sklearn", "skl2onnx", "pandas", "iris_training", "iris_testing")
+    assert not any(imports(m) for m in absent)
 
 
 def test_a_bad_setting_stops_iris_api_naming_the_variable(api_bin: Path) -> None:
@@ -281,6 +282,7 @@ def test_starts_without_mlflow_then_follows_it_and_keeps_serving_once_it_is_gone
             tmp_path / "api",
             tracking,
             reg.onnx_model_name,
+            api_bin,
             env={"IRIS_API_POLL_INTERVAL_S": str(POLL_S)},
         ) as url,
         httpx.Client(base_url=url, timeout=5) as client,
