@@ -44,7 +44,7 @@ class FeedbackCase:
             name = f"{source}-{tag}"
             version = registered.outcome.versions[source]
             copy = client.copy_model_version(f"models:/{source}/{version}", name)
-            client.set_registered_model_alias(name, "champion", copy.version)
+            client.set_registered_model_alias(name, registered.registry.alias, copy.version)
             names[kind] = name
         store = FeedbackStore(folder / "feedback.db")
         env = {
