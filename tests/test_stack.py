@@ -82,7 +82,7 @@ class StandInHandler(BaseHTTPRequestHandler):
 def stand_in() -> Iterator[StandIn]:
     server = StandIn(("127.0.0.1", 0), StandInHandler)
     server.healthy, server.asked = set(), []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     yield server
     server.shutdown()
     server.server_close()

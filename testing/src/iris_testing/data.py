@@ -72,7 +72,7 @@ def archive_server(payload: bytes) -> Iterator[Archive]:
     """An Archive serving `payload` from a thread of this process, on a free port."""
     server = Archive(("127.0.0.1", 0), ArchiveHandler)
     server.payload = payload
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield server
