@@ -24,6 +24,8 @@ from iris_core import CLASS_NAMES, EXAMPLES, FEATURES, MEASUREMENT_MAX_CM
 from iris_testing.ports import free_port
 from iris_testing.training import Registered
 
+pytestmark = pytest.mark.integration
+
 SETOSA = dict(zip(FEATURES, EXAMPLES["Iris-setosa"], strict=True))
 JSON = {"content-type": "application/json"}
 NO_PREFECT = f"http://127.0.0.1:{free_port()}/api"

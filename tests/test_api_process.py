@@ -33,6 +33,8 @@ from iris_testing.ports import free_port
 from iris_testing.training import Registered, own_registry, small_params
 from iris_training.train import train
 
+pytestmark = pytest.mark.integration
+
 #: A Prefect API address where nothing listens.
 NO_PREFECT = f"http://127.0.0.1:{free_port()}/api"
 

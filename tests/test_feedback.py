@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from iris_core import CLASS_NAMES, EXAMPLES, FEATURES
 from iris_finetune.flow import FLOW_NAME
@@ -28,6 +29,8 @@ from iris_testing.feedback import FeedbackCase
 from iris_testing.ports import free_port
 from iris_testing.prefect_rest import PrefectRest
 from iris_testing.training import Registered
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 1.0

@@ -159,6 +159,7 @@ def predict(client: httpx.Client, x: np.ndarray, sent: Counter[str]) -> None:
         sent[answer.json()["class_name"]] += 1
 
 
+@pytest.mark.integration
 def test_prometheus_sees_the_traffic_every_panel_answers_and_drift_moves_with_the_inputs(
     monitored: tuple[httpx.Client, PromQL], data_dir: Path
 ) -> None:

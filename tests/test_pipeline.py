@@ -23,6 +23,8 @@ from iris_testing.data import Archive
 from iris_testing.ports import free_port
 from iris_testing.project import copy_pipeline
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DATA_OUTS = ("data/data.csv", "data/train.csv", "data/test.csv", "data/classes.json")

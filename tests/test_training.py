@@ -25,6 +25,8 @@ from iris_testing.project import member_env
 from iris_testing.training import own_registry, small_params
 from iris_training.train import Outcome, load_dataset, search, select_best, train
 
+pytestmark = pytest.mark.integration  # a real MLflow server, iris-train processes
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
