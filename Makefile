@@ -36,7 +36,7 @@ screenshots: sync  ## with the stack up: a little traffic, then Chromium screens
 test: sync test-tools  ## the whole test suite, with real MLflow, Prefect and API servers (what CI runs)
 	$(RUN) pytest
 
-test-fast: sync test-tools  ## the unit tier only: no servers, no processes of ours (about 30 s)
+test-fast: sync test-tools  ## the unit tier: no servers, no processes of ours (under 30 s)
 	$(RUN) pytest -m unit
 
 lint: sync  ## ruff, formatting and mypy (strict)

@@ -75,10 +75,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def server_program(args: Any) -> str | None:
     """The name of the program `args` (as subprocess takes them) starts, if a unit test must
     not start it."""
-    argv = [args] if isinstance(args, str | bytes | os.PathLike) else list(args)
-    words = [os.fsdecode(a) for a in argv if isinstance(a, str | bytes | os.PathLike)]
-    if len(words) == 1:  # one string: a shell command line
-        words = words[0].split()
+    if isinstance(args, str | bytes | os.PathLike):  # one string: a command line
+        words = os.fsdecode(args).split()
+    else:
+        words = [os.fsdecode(a) for a in args if isinstance(a, str | bytes | os.PathLike)]
     if not words:
         return None
     name = Path(words[0]).name
