@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 RUN := $(UV) run --frozen
 
-.PHONY: help sync up down status test test-tools lint screenshots bench bench-serving bench-feedback bench-tools
+.PHONY: help sync up down status test test-fast test-tools lint screenshots bench bench-serving bench-feedback bench-tools
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
@@ -31,10 +31,13 @@ status:  ## which local services answer
 	$(RUN) iris-stack status
 
 screenshots: sync  ## with the stack up: a little traffic, then Chromium screenshots into docs/
-	$(RUN) iris-stack screenshots
+	$(RUN) iris-screenshots
 
 test: sync test-tools  ## the whole test suite, with real MLflow, Prefect and API servers (what CI runs)
 	$(RUN) pytest
+
+test-fast: sync test-tools  ## the unit tier: no servers, no processes of ours (under 30 s)
+	$(RUN) pytest -m unit
 
 lint: sync  ## ruff, formatting and mypy (strict)
 	$(RUN) ruff check .

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from iris_stack.services import PrefectRest
+    from iris_testing.prefect_rest import PrefectRest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -62,21 +62,21 @@ def main(argv: list[str] | None = None) -> None:
     from mlflow.tracking import MlflowClient  # noqa: PLC0415
 
     from iris_finetune.store import FeedbackStore  # noqa: PLC0415
+    from iris_stack.deploy import deploy_local, wait_pool_ready  # noqa: PLC0415
+    from iris_stack.process import running  # noqa: PLC0415
     from iris_stack.services import (  # noqa: PLC0415
-        PrefectRest,
         api_server,
-        deploy_local,
-        free_port,
         mlflow_server,
         prefect_server,
         prefect_worker,
         ready_url,
-        running,
-        wait_pool_ready,
     )
+    from iris_testing.data import uci_lines  # noqa: PLC0415
+    from iris_testing.ports import free_port  # noqa: PLC0415
+    from iris_testing.prefect_rest import PrefectRest  # noqa: PLC0415
+    from iris_testing.training import own_registry, small_params  # noqa: PLC0415
     from iris_training.prepare import prepare  # noqa: PLC0415
     from iris_training.train import train  # noqa: PLC0415
-    from tests.support import own_registry, small_params, uci_lines  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as name, contextlib.ExitStack() as stack:
         tmp = Path(name)

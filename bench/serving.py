@@ -132,16 +132,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"serving benchmark needs {' and '.join(missing)}: apt-get install wrk hey")
 
     from iris_core.params import load_params  # noqa: PLC0415
-    from iris_stack.services import (  # noqa: PLC0415
-        Service,
-        api_server,
-        free_port,
-        mlflow_server,
-        ready_url,
-        running,
-    )
+    from iris_stack.process import Service, running  # noqa: PLC0415
+    from iris_stack.services import api_server, mlflow_server, ready_url  # noqa: PLC0415
+    from iris_testing.ports import free_port  # noqa: PLC0415
+    from iris_testing.project import copy_pipeline, member_env  # noqa: PLC0415
     from iris_training.train import train  # noqa: PLC0415
-    from tests.support import copy_pipeline, member_env  # noqa: PLC0415
 
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")

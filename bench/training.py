@@ -37,11 +37,13 @@ def main(argv: list[str] | None = None) -> None:
     from mlflow.entities import Metric, Param  # noqa: PLC0415
 
     from iris_core.params import load_params  # noqa: PLC0415
-    from iris_stack.services import free_port, mlflow_server, running  # noqa: PLC0415
+    from iris_stack.process import running  # noqa: PLC0415
+    from iris_stack.services import mlflow_server  # noqa: PLC0415
+    from iris_testing.ports import free_port  # noqa: PLC0415
+    from iris_testing.project import copy_pipeline  # noqa: PLC0415
     from iris_training.dataset import load_dataset  # noqa: PLC0415
     from iris_training.search import search, select_best  # noqa: PLC0415
     from iris_training.tracking import log_models  # noqa: PLC0415
-    from tests.support import copy_pipeline  # noqa: PLC0415
 
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     with (

@@ -1,43 +1,39 @@
 """Real parts for the tests: an MLflow server, a UCI-like HTTP server, prepared data, a
-registered model, a Prefect server with a process worker."""
+registered model, a Prefect server with a process worker.
+
+Two tiers (markers registered in pyproject.toml). `integration`, set explicitly on a test or a
+module: it starts real services (MLflow, Prefect, uvicorn, Prometheus), runs our console
+scripts as processes or builds a member's own environment. Every other test is marked `unit`
+here (`make test-fast` runs them), and is held to it: a unit test that uses a fixture starting
+a server stops the collection, and one that starts such a program fails.
+"""
 
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from iris_core.params import Erratum, load_params
-from iris_stack.services import (
-    PrefectRest,
-    Service,
-    deploy_local,
-    free_port,
-    mlflow_server,
-    prefect_server,
-    prefect_worker,
-    running,
-    wait_pool_ready,
-)
+from iris_stack.deploy import deploy_local, wait_pool_ready
+from iris_stack.process import Service, running
+from iris_stack.services import mlflow_server, prefect_server, prefect_worker
+from iris_testing.data import Archive, archive_server, make_zip, uci_lines
+from iris_testing.feedback import FeedbackCase
+from iris_testing.ports import free_port
+from iris_testing.prefect_rest import PrefectRest
+from iris_testing.project import member_env
+from iris_testing.training import Registered, own_registry, small_params
 from iris_training.prepare import prepare
 from iris_training.train import train
-from tests.support import (
-    WORK_POOL,
-    Archive,
-    ArchiveHandler,
-    FeedbackCase,
-    Registered,
-    make_zip,
-    member_env,
-    own_registry,
-    small_params,
-    uci_lines,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The work pool of the tests' Prefect server (the stack's is `iris-local`).
+WORK_POOL = "iris-test"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -46,15 +42,77 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
+#: Fixtures below that start a server or build a member's environment.
+INTEGRATION_FIXTURES = frozenset(
+    {"mlflow_url", "registered", "api_bin", "prefect", "finetune_bin", "worker", "feedback"}
+)
+#: Programs a unit test must not start: servers, tools that build environments or run the
+#: pipeline, and our own console scripts (`iris-*`: each start imports the ML stack).
+SERVER_PROGRAMS = frozenset({"mlflow", "prefect", "prometheus", "uvicorn", "uv", "uv.sh", "dvc"})
+#: subprocess.Popen itself (unit tests get a guarded subclass).
+POPEN = subprocess.Popen
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test not marked `integration` as `unit`. A unit test must not use a fixture
+    that starts a server: it would start before the test could be stopped, so stop here."""
+    misplaced = []
+    for item in items:
+        if item.get_closest_marker("integration"):
+            continue
+        item.add_marker(pytest.mark.unit)
+        uses = INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if uses:
+            misplaced.append(f"  {item.nodeid} uses {', '.join(sorted(uses))}")
+    if misplaced:
+        raise pytest.UsageError(
+            "mark these tests `integration` (their fixtures start servers):\n"
+            + "\n".join(misplaced)
+        )
+
+
+def server_program(args: Any) -> str | None:
+    """The name of the program `args` (as subprocess takes them) starts, if a unit test must
+    not start it."""
+    if isinstance(args, str | bytes | os.PathLike):  # one string: a command line
+        words = os.fsdecode(args).split()
+    else:
+        words = [os.fsdecode(a) for a in args if isinstance(a, str | bytes | os.PathLike)]
+    if not words:
+        return None
+    name = Path(words[0]).name
+    if name.startswith("python") and "-m" in words[1:-1]:  # python -m uvicorn, ...
+        name = words[words.index("-m") + 1].split(".")[0]
+    return name if name in SERVER_PROGRAMS or name.startswith("iris-") else None
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_server(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a unit test, starting a server program (or one of ours) through subprocess fails."""
+    if request.node.get_closest_marker("integration"):
+        return
+
+    class Guarded(POPEN):  # type: ignore[type-arg]
+        def __init__(self, args: Sequence[Any] | str, *rest: Any, **options: Any) -> None:
+            program = server_program(args)
+            if program is not None:
+                pytest.fail(
+                    f"a unit test started `{program}`: mark the test `integration`",
+                    pytrace=False,
+                )
+            super().__init__(args, *rest, **options)
+
+    monkeypatch.setattr(subprocess, "Popen", Guarded)
+
+
 @pytest.fixture
 def uci_server() -> Iterator[Archive]:
-    server = Archive(("127.0.0.1", 0), ArchiveHandler)
-    server.payload = make_zip(uci_lines())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    """The UCI archive (with its two errors) from a local HTTP server; `payload` can be swapped."""
+    with archive_server(make_zip(uci_lines())) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

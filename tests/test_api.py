@@ -21,8 +21,10 @@ from iris_api.follower import ModelFollower
 from iris_api.model import ModelError
 from iris_api.settings import ApiSettings
 from iris_core import CLASS_NAMES, EXAMPLES, FEATURES, MEASUREMENT_MAX_CM
-from iris_stack.services import free_port
-from tests.support import Registered
+from iris_testing.ports import free_port
+from iris_testing.training import Registered
+
+pytestmark = pytest.mark.integration
 
 SETOSA = dict(zip(FEATURES, EXAMPLES["Iris-setosa"], strict=True))
 JSON = {"content-type": "application/json"}

@@ -26,9 +26,14 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 
 from iris_core import CLASS_NAMES, FEATURES
-from iris_stack.services import free_port, mlflow_server, running
+from iris_stack.process import running
+from iris_stack.services import mlflow_server
+from iris_testing.api import api_process
+from iris_testing.ports import free_port
+from iris_testing.training import Registered, own_registry, small_params
 from iris_training.train import train
-from tests.support import Registered, api_process, own_registry, small_params
+
+pytestmark = pytest.mark.integration
 
 #: A Prefect API address where nothing listens.
 NO_PREFECT = f"http://127.0.0.1:{free_port()}/api"
@@ -249,7 +254,8 @@ def test_the_api_environment_has_no_training_stack_and_no_mlflow(api_bin: Path) 
         return subprocess.run(check, capture_output=True, check=False).returncode == 0
 
     assert all(imports(m) for m in ("iris_api", "onnxruntime", "fastapi", "uvicorn"))
-    assert not any(imports(m) for m in ("mlflow", "sklearn", "skl2onnx", "pandas", "iris_training"))
+    absent = ("mlflow", "sklearn", "skl2onnx", "pandas", "iris_training", "iris_testing")
+    assert not any(imports(m) for m in absent)
 
 
 def test_a_bad_setting_stops_iris_api_naming_the_variable(api_bin: Path) -> None:
@@ -278,6 +284,7 @@ def test_starts_without_mlflow_then_follows_it_and_keeps_serving_once_it_is_gone
             tmp_path / "api",
             tracking,
             reg.onnx_model_name,
+            api_bin,
             env={"IRIS_API_POLL_INTERVAL_S": str(POLL_S)},
         ) as url,
         httpx.Client(base_url=url, timeout=5) as client,

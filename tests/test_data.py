@@ -15,11 +15,11 @@ from sklearn.datasets import load_iris
 
 from iris_core import CLASS_NAMES, FEATURES
 from iris_core.params import Erratum, Feature
-from iris_stack.services import free_port
+from iris_testing.data import Archive, make_zip, uci_lines
+from iris_testing.ports import free_port
 from iris_training.data import DataError
 from iris_training.fetch import fetch
 from iris_training.prepare import prepare
-from tests.support import Archive, make_zip, uci_lines
 
 BIN = Path(sys.executable).parent
 
@@ -147,6 +147,7 @@ def test_errata_repair_logs_each_change(
     assert "repaired sample 38 (line 38): petal_length 1.5 -> 1.4" in caplog.text
 
 
+@pytest.mark.integration  # iris-prepare as a process
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
@@ -196,6 +197,7 @@ def test_a_bad_row_stops_prepare_with_file_line_and_column(
     assert not (tmp_path / "out").exists()  # no partial outputs
 
 
+@pytest.mark.integration  # iris-prepare as a process
 def test_a_bad_params_file_is_named_with_its_key(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text(

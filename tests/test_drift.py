@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from pydantic import ValidationError
 
 from iris_api.drift import INPUT_BUCKETS, DriftMonitor
 from iris_api.settings import ApiSettings
-from iris_core import FEATURES, drift
+from iris_core import FEATURES, MEASUREMENT_MAX_CM, drift
 
 RNG = np.random.default_rng(3)
 TRAIN = RNG.normal(5, 1, (400, 4)).round(1).astype(np.float32)
@@ -112,7 +114,17 @@ def test_histograms_count_every_row_in_fixed_buckets() -> None:
     assert 'iris_input_cm_count{feature="petal_width"} 2.0' in text
     assert 'iris_input_cm_sum{feature="petal_length"} 37.9' in text
     assert "iris_input_drift_window_rows 0.0" in text  # no reference: no window
-    assert len(INPUT_BUCKETS) == 19
+    # Every bucket is exported, +Inf once; bisection needs them strictly increasing, and the
+    # largest measurement the API accepts still falls in a finite one.
+    bounds = re.findall(r'iris_input_cm_bucket\{feature="sepal_width",le="([^"]+)"\}', text)
+    assert bounds == [*(_le(b) for b in INPUT_BUCKETS), "+Inf"]
+    assert all(a < b for a, b in itertools.pairwise(INPUT_BUCKETS))
+    assert INPUT_BUCKETS[-1] >= MEASUREMENT_MAX_CM
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as the Prometheus client writes it (1.0 -> "1", 0.5 -> "0.5")."""
+    return f"{bound:g}"
 
 
 def test_the_minimum_rows_must_fit_in_the_window() -> None:

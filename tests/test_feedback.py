@@ -16,19 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from iris_core import CLASS_NAMES, EXAMPLES, FEATURES
 from iris_finetune.flow import FLOW_NAME
 from iris_finetune.tune import FEEDBACK_ROWS, PARENT_VERSION
-from iris_stack.services import (
-    PrefectRest,
-    Service,
-    deploy_local,
-    free_port,
-    prefect_server,
-    running,
-)
-from tests.support import FeedbackCase, Registered, api_process
+from iris_stack.deploy import deploy_local
+from iris_stack.process import Service, running
+from iris_stack.services import prefect_server
+from iris_testing.api import api_process
+from iris_testing.feedback import FeedbackCase
+from iris_testing.ports import free_port
+from iris_testing.prefect_rest import PrefectRest
+from iris_testing.training import Registered
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 1.0

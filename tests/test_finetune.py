@@ -4,6 +4,7 @@ writing at once, scikit-learn on the real data, a real MLflow server for the pro
 from __future__ import annotations
 
 import multiprocessing
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,18 +23,12 @@ from iris_finetune.flow import FLOW_NAME
 from iris_finetune.settings import FinetuneSettings
 from iris_finetune.store import FAILED, Feedback, FeedbackStore, Turn
 from iris_finetune.tune import feedback_arrays, fine_tune, warm_start
+from iris_testing.store_writer import write_twice
+from iris_testing.training import Registered
 from iris_training.dataset import load_dataset
-from tests.support import Registered
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW = Feedback((5.1, 3.5, 1.4, 0.2), "Iris-setosa")
-
-
-def _writer(path: str, prefix: str, n: int) -> None:
-    store = FeedbackStore(Path(path))
-    for i in range(n):
-        store.add(f"{prefix}-{i}", ROW)
-        store.add(f"{prefix}-{i}", ROW)  # a retried run: must not store a second row
 
 
 def test_rows_get_gapless_sequence_numbers_once_per_flow_run(tmp_path: Path) -> None:
@@ -49,7 +44,7 @@ def test_rows_get_gapless_sequence_numbers_once_per_flow_run(tmp_path: Path) -> 
 def test_processes_writing_at_once_lose_nothing_and_store_nothing_twice(tmp_path: Path) -> None:
     path = tmp_path / "feedback.db"
     context = multiprocessing.get_context("spawn")
-    writers = [context.Process(target=_writer, args=(str(path), f"w{k}", 25)) for k in range(4)]
+    writers = [context.Process(target=write_twice, args=(str(path), f"w{k}", 25)) for k in range(4)]
     for w in writers:
         w.start()
     for w in writers:
@@ -104,12 +99,18 @@ def test_warm_start_continues_with_more_iterations_a_lower_rate_and_weights(
     def tuned(original_weight: float) -> MLPClassifier:
         model = MLPClassifier(hidden_layer_sizes=(10, 10), max_iter=300, random_state=0)
         model.fit(data.x_train, data.y_train)
-        s = settings.model_copy(update={"original_weight": original_weight})
+        s = settings.model_copy(
+            update={
+                "original_weight": original_weight,
+                "extra_iterations": 7,
+                "learning_rate_divisor": 4.0,
+            }
+        )
         return warm_start(model, data, feedback, s)
 
     model = tuned(0.7)
-    assert model.max_iter == 305
-    assert model.learning_rate_init == pytest.approx(base.learning_rate_init / 10)
+    assert model.max_iter == 307
+    assert model.learning_rate_init == pytest.approx(base.learning_rate_init / 4)
     assert model.warm_start is True
     # It continued from the trained weights (a fresh start would be far from them) ...
     drift = max(float(np.abs(a - b).max()) for a, b in zip(model.coefs_, base.coefs_, strict=True))
@@ -119,25 +120,29 @@ def test_warm_start_continues_with_more_iterations_a_lower_rate_and_weights(
     assert any(not np.allclose(a, b) for a, b in zip(model.coefs_, other.coefs_, strict=True))
 
 
-def test_prefect_yaml_deploys_one_flow_two_ways() -> None:
+def test_prefect_yaml_deploys_one_flow_two_ways(monkeypatch: pytest.MonkeyPatch) -> None:
     """`local` is deployed for real by the feedback tests and `make up`; the `kubernetes` one
-    needs a cluster, so its definition is checked here: same flow, an image, settings that
-    point a pod at the cluster's services and an absolute store path on a volume."""
+    needs a cluster, so here: every deployment runs the fine-tuning flow, the API's default
+    deployment is one of them, and a pod given the kubernetes deployment's env gets valid
+    fine-tune settings from it."""
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in config["deployments"]}
-    assert set(deployments) == {"local", "kubernetes"}
-    assert config["pull"] == []  # the flow is an installed package: nothing to pull
     for d in deployments.values():
         loaded: Flow[..., Any] = load_flow_from_entrypoint(d["entrypoint"], False)
         assert loaded.name == FLOW_NAME
-        assert d["enforce_parameter_schema"] is True
-    # The API's default deployment is the local one.
-    assert ApiSettings.model_fields["feedback_deployment"].default == f"{FLOW_NAME}/local"
-    k8s = deployments["kubernetes"]["work_pool"]
-    assert k8s["job_variables"]["image"] == "{{ $IRIS_FINETUNE_IMAGE }}"
-    env = k8s["job_variables"]["env"]
-    assert Path(env["IRIS_FINETUNE_FEEDBACK_DB"]).is_absolute()
-    assert env["MLFLOW_TRACKING_URI"].startswith("http://")
+    flow, _, name = ApiSettings.model_fields["feedback_deployment"].default.partition("/")
+    assert flow == FLOW_NAME
+    assert name in deployments
+
+    env = deployments["kubernetes"]["work_pool"]["job_variables"]["env"]
+    for key in [k for k in os.environ if k.startswith("IRIS_FINETUNE_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = FinetuneSettings()  # an absolute store path, or a ValidationError
+    # ... read from the variables the pod is given (not their defaults)
+    assert settings.feedback_db == Path(env["IRIS_FINETUNE_FEEDBACK_DB"])
+    assert settings.tracking_uri == env["MLFLOW_TRACKING_URI"]
 
 
 #: Five suggestions, as the feedback tests send them: a textbook flower of each class in turn.
@@ -171,6 +176,7 @@ def _champions(
     )
 
 
+@pytest.mark.integration  # a real MLflow server
 @pytest.mark.parametrize(("offset", "registers"), [(0.0, False), (-1e-9, True)])
 def test_a_fine_tune_registers_only_above_the_threshold(
     offset: float,

@@ -18,10 +18,10 @@ import pytest
 from sklearn.neural_network import MLPClassifier
 
 from iris_core import CLASS_NAMES, EXAMPLES, FEATURES
+from iris_testing.training import small_params
 from iris_training.dataset import Dataset, load_dataset
 from iris_training.export import run_onnx, to_onnx
 from iris_training.search import search, select_best
-from tests.support import small_params
 
 SETOSA, VERSICOLOR, VIRGINICA = (
     CLASS_NAMES.index(name) for name in ("Iris-setosa", "Iris-versicolor", "Iris-virginica")

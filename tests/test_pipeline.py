@@ -18,8 +18,12 @@ import yaml
 
 from iris_core.registry import version_by_alias
 from iris_finetune.store import FeedbackStore
-from iris_stack.services import answers, free_port
-from tests.support import Archive, copy_pipeline
+from iris_stack.process import answers
+from iris_testing.data import Archive
+from iris_testing.ports import free_port
+from iris_testing.project import copy_pipeline
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -1,28 +1,26 @@
-"""`iris-stack` without servers: settings errors, stale pid files, stopping a process group."""
+"""`iris-stack` without servers: settings errors, stale pid files, what `status` reports (against
+a stand-in answering on loopback), stopping a process group. The commands run in this process;
+tests/test_pipeline.py runs them as processes against the real services."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner, Result
 
-from iris_stack.services import Service, ServiceError, alive, free_port
+from iris_stack.cli import app
+from iris_stack.process import Service, ServiceError, alive
+from iris_testing.ports import free_port
 
-BIN = Path(sys.executable).parent
 
-
-def stack(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [BIN / "iris-stack", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def stack(*args: str, env: dict[str, str]) -> Result:
+    return CliRunner().invoke(app, list(args), env=env)
 
 
 @pytest.mark.parametrize(
@@ -31,10 +29,9 @@ def stack(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 )
 def test_a_bad_setting_names_its_variable(value: str, message: str) -> None:
     result = stack("up", env={"IRIS_MLFLOW_PORT": value})
-    assert result.returncode == 2
+    assert result.exit_code == 2, result.exception  # 1 would be an exception nobody handled
     assert f"IRIS_MLFLOW_PORT={value!r}: " in result.stderr
     assert message in result.stderr
-    assert "Traceback" not in result.stderr
 
 
 def test_down_clears_stale_pid_files(tmp_path: Path) -> None:
@@ -42,15 +39,113 @@ def test_down_clears_stale_pid_files(tmp_path: Path) -> None:
     dead.wait()
     (tmp_path / "mlflow.pid").write_text(f"{dead.pid}\n")
     result = stack("down", env={"IRIS_STATE_DIR": str(tmp_path)})
-    assert result.returncode == 0
+    assert result.exit_code == 0
     assert "nothing to stop" in result.stdout
     assert not (tmp_path / "mlflow.pid").exists()
 
 
-def test_status_says_down_when_nothing_answers(tmp_path: Path) -> None:
-    result = stack("status", env={"IRIS_MLFLOW_PORT": str(free_port())})
-    assert result.returncode == 1
-    assert "down" in result.stdout
+#: What `status` asks each service, and the setting that moves its port.
+PROBES = {
+    "mlflow": ("IRIS_MLFLOW_PORT", "/health"),
+    "prefect": ("IRIS_PREFECT_PORT", "/api/health"),
+    "worker": ("IRIS_WORKER_HEALTH_PORT", "/health"),
+    "api": ("IRIS_API_PORT", "/v2/health/ready"),  # ready (a model loaded), not just live
+    "prometheus": ("IRIS_PROMETHEUS_PORT", "/-/ready"),
+}
+
+
+class StandIn(ThreadingHTTPServer):
+    """Answers 200 on the paths in `healthy`, 404 elsewhere; records what it was asked."""
+
+    healthy: set[str]
+    asked: list[str]
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+class StandInHandler(BaseHTTPRequestHandler):
+    server: StandIn
+
+    def do_GET(self) -> None:
+        self.server.asked.append(self.path)
+        self.send_response(200 if self.path in self.server.healthy else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def stand_in() -> Iterator[StandIn]:
+    server = StandIn(("127.0.0.1", 0), StandInHandler)
+    server.healthy, server.asked = set(), []
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def status(tmp_path: Path, ports: dict[str, int], prometheus: bool = True) -> Result:
+    """`iris-stack status` with every service at `ports` (none at the usual ones) and a
+    `prometheus` on PATH or not (it is only looked up, never run)."""
+    bin_dir = tmp_path / ("bin" if prometheus else "empty-bin")
+    bin_dir.mkdir(exist_ok=True)
+    if prometheus:
+        (bin_dir / "prometheus").write_text("#!/bin/sh\nexit 1\n")
+        (bin_dir / "prometheus").chmod(0o755)
+    env = {"PATH": str(bin_dir), "IRIS_HOST": "127.0.0.1"}
+    env |= {setting: str(ports[name]) for name, (setting, _) in PROBES.items()}
+    return stack("status", env=env)
+
+
+def reported(result: Result) -> dict[str, str]:
+    """{service: "up" or "down"}, as `status` prints them."""
+    return {line.split()[0]: line.split()[-1] for line in result.stdout.splitlines()}
+
+
+def test_status_names_every_service_down_when_nothing_answers(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in PROBES}
+    result = status(tmp_path, ports)
+    assert result.exit_code == 1
+    assert reported(result) == dict.fromkeys(PROBES, "down")
+    for line in result.stdout.splitlines():
+        name, where = line.split()[:2]
+        if name != "worker":  # the worker is shown by its pool
+            assert where.startswith(f"http://127.0.0.1:{ports[name]}"), line
+
+
+@pytest.mark.parametrize("name", list(PROBES))
+def test_status_reports_the_one_answering_service_up_and_the_others_down(
+    name: str, stand_in: StandIn, tmp_path: Path
+) -> None:
+    path = PROBES[name][1]
+    stand_in.healthy = {path}
+    ports = {other: free_port() for other in PROBES} | {name: stand_in.port}
+    result = status(tmp_path, ports)
+    assert result.exit_code == 1
+    assert reported(result) == {other: "up" if other == name else "down" for other in PROBES}
+    assert stand_in.asked == [path]
+
+
+def test_status_exits_0_when_every_service_answers_its_probe(
+    stand_in: StandIn, tmp_path: Path
+) -> None:
+    stand_in.healthy = {path for _, path in PROBES.values()}
+    result = status(tmp_path, dict.fromkeys(PROBES, stand_in.port))
+    assert result.exit_code == 0, result.stdout
+    assert reported(result) == dict.fromkeys(PROBES, "up")
+
+
+def test_status_leaves_prometheus_out_where_up_would_not_start_it(
+    stand_in: StandIn, tmp_path: Path
+) -> None:
+    stand_in.healthy = {path for _, path in PROBES.values()}
+    result = status(tmp_path, dict.fromkeys(PROBES, stand_in.port), prometheus=False)
+    assert result.exit_code == 0, result.stdout
+    assert reported(result) == dict.fromkeys(["mlflow", "prefect", "worker", "api"], "up")
 
 
 def test_stop_reaches_the_whole_process_group(tmp_path: Path) -> None:

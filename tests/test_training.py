@@ -20,11 +20,14 @@ from sklearn.datasets import load_iris
 from iris_core import CLASS_NAMES
 from iris_core.params import RegistryParams, TrainParams, promotes
 from iris_core.registry import version_by_alias
-from iris_stack.services import free_port
+from iris_testing.ports import free_port
+from iris_testing.project import member_env
+from iris_testing.training import own_registry, small_params
 from iris_training.dataset import load_dataset
 from iris_training.search import search, select_best
 from iris_training.train import Outcome, train
-from tests.support import member_env, own_registry, small_params
+
+pytestmark = pytest.mark.integration  # a real MLflow server, iris-train processes
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -15,27 +15,21 @@ import subprocess
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 from pydantic import ValidationError
 
 from iris_core.params import ParamsError, RegistryParams, load_params
 from iris_core.registry import AliasedVersion, RegistryError, version_by_alias
+from iris_stack.deploy import deploy_local, wait_pool_ready
+from iris_stack.process import Service, ServiceError, answers, bin_path, stop_group
+from iris_stack.prometheus import prometheus_config
 from iris_stack.services import (
-    Service,
-    ServiceError,
-    answers,
     api_server,
-    bin_path,
-    deploy_local,
     mlflow_server,
     prefect_server,
     prefect_worker,
-    prometheus_config,
     prometheus_server,
     ready_url,
-    stop_group,
-    wait_pool_ready,
 )
 from iris_stack.settings import StackSettings
 
@@ -294,19 +288,3 @@ def status(
         if not quiet:
             typer.echo(f"{name:<7} {url}  {'up' if up else 'down'}")
     raise typer.Exit(0 if ok else 1)
-
-
-@app.command()
-def screenshots(
-    out: Annotated[Path, typer.Option(help="Folder for the PNG files.")] = Path("docs"),
-) -> None:
-    """With the stack up: a little traffic (one fine-tune), then headless-Chromium screenshots
-    of Swagger, the MLflow model page, the Prefect fine-tune run and a Prometheus graph."""
-    from iris_stack.screenshots import take  # noqa: PLC0415 (only this command needs it)
-
-    settings = load_settings()
-    try:
-        take(settings, out)
-    except (httpx.HTTPError, RuntimeError, ValueError) as e:
-        typer.echo(f"screenshots: {e} (is the stack up? `make up`, `make status`)", err=True)
-        raise typer.Exit(1) from e

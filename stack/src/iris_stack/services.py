@@ -1,153 +1,19 @@
-"""Start, check and stop the local services as real processes on 127.0.0.1.
+"""The local services as `Service` recipes: a lean MLflow server, the prediction API, a Prefect
+server and its process worker, Prometheus. Each binds to 127.0.0.1 by default and keeps its
+state, log and settings under the folder it is given.
 
-Used by `iris-stack` (the embedded default), by the test fixtures and by the benchmarks, so the
-three run the services exactly the same way.
+`iris-stack up` starts them; the tests and the benchmarks start the same recipes on free ports.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-import httpx
-import yaml
+from iris_stack.process import Service, bin_path
 
 LOOPBACK = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def answers(url: str, timeout_s: float = 2.0) -> bool:
-    """True when `url` answers 2xx."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as r:  # noqa: S310
-            return 200 <= r.status < 300  # type: ignore[no-any-return]
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-class ServiceError(RuntimeError):
-    """A service did not start, or stopped while we waited for it."""
-
-
-@dataclass
-class Service:
-    """One long-running process, started detached in its own process group."""
-
-    name: str
-    argv: list[str]
-    health_url: str
-    log_path: Path
-    env: Mapping[str, str] = field(default_factory=dict)
-    cwd: Path | None = None
-    stop_signals: int = 1  # SIGTERMs it needs to stop (a Prefect worker wants two)
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> int:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
-                cwd=self.cwd,
-                start_new_session=True,  # its own process group: stop() reaches its children
-            )
-        return self.process.pid
-
-    def wait_healthy(self, timeout_s: float, url: str | None = None) -> None:
-        """Until `url` (default: the health URL) answers 2xx; ServiceError with the log's tail
-        if the process exits first or the time runs out."""
-        url = url or self.health_url
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise ServiceError(
-                    f"{self.name} exited with code {self.process.returncode} before answering "
-                    f"{url}; last lines of {self.log_path}:\n{tail(self.log_path)}"
-                )
-            if answers(url):
-                return
-            time.sleep(0.25)
-        raise ServiceError(
-            f"{self.name} did not answer {url} within {timeout_s:.0f} s; "
-            f"last lines of {self.log_path}:\n{tail(self.log_path)}"
-        )
-
-    def stop(self, grace_s: float = 10.0) -> None:
-        if self.process is not None:
-            stop_group(self.process.pid, grace_s, self.stop_signals)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=1)
-
-
-def alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie, exited but not yet reaped, counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
-
-
-def stop_group(pid: int, grace_s: float = 10.0, signals: int = 1) -> bool:
-    """SIGTERM the process group led by `pid` (`signals` times, for programs that want a second
-    one), wait up to `grace_s`, then SIGKILL. Returns True if something was running."""
-    if not alive(pid):
-        return False
-    for _ in range(signals):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        time.sleep(0.2)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        if not alive(pid):
-            return True
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    return True
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def bin_path(name: str) -> str:
-    """An executable of this virtual environment (beside the running interpreter)."""
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
 
 
 def mlflow_server(state_dir: Path, port: int, host: str = LOOPBACK) -> Service:
@@ -201,6 +67,11 @@ def api_server(
         },
         cwd=cwd,
     )
+
+
+def ready_url(api: Service) -> str:
+    """The API's readiness probe: 200 once a model is loaded."""
+    return api.health_url.replace("/v2/health/live", "/v2/health/ready")
 
 
 #: Prefect without usage reports, quiet about its own update checks.
@@ -267,115 +138,6 @@ def prefect_worker(
     )
 
 
-class PrefectRest:
-    """The Prefect REST calls the tests, the benchmarks and `iris-stack screenshots` make
-    (`url` ends with /api)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        # Prefect's uvicorn drops idle connections after 5 s: expire ours first.
-        self.http = httpx.Client(
-            base_url=url, timeout=30, limits=httpx.Limits(keepalive_expiry=2.0)
-        )
-
-    def close(self) -> None:
-        self.http.close()
-
-    def request(self, method: str, path: str, json: Any = None) -> httpx.Response:
-        """One call, retried while Prefect's SQLite is busy (503 on purpose), then checked."""
-        for attempt in range(12):
-            try:
-                response = self.http.request(method, path, json=json)
-            except (httpx.ReadError, httpx.RemoteProtocolError):
-                if attempt == 11:
-                    raise
-            else:
-                if response.status_code != 503:
-                    break
-            time.sleep(min(2.0, 0.1 * 2**attempt))
-        response.raise_for_status()
-        return response
-
-    def deployment(self, name: str) -> dict[str, Any]:
-        found: dict[str, Any] = self.request("GET", f"/deployments/name/{name}").json()
-        return found
-
-    def clone_deployment(self, source: str, name: str, env: dict[str, str]) -> str:
-        """A copy of deployment `source` (flow/deployment) named `name`, whose runs get `env`
-        (settings of their own: feedback store, registry names); its id."""
-        d = self.deployment(source)
-        response = self.request(
-            "POST",
-            "/deployments/",
-            json={
-                "name": name,
-                "flow_id": d["flow_id"],
-                "entrypoint": d["entrypoint"],
-                "work_pool_name": d["work_pool_name"],
-                "pull_steps": d["pull_steps"],
-                "parameter_openapi_schema": d["parameter_openapi_schema"],
-                "enforce_parameter_schema": d["enforce_parameter_schema"],
-                "job_variables": {"env": env},
-            },
-        )
-        return str(response.json()["id"])
-
-    def runs(
-        self, deployment_id: str | None = None, ids: list[str] | None = None
-    ) -> list[dict[str, Any]]:
-        """Flow runs of a deployment, or with these ids."""
-        query: dict[str, Any] = {}
-        if deployment_id is not None:
-            query["deployments"] = {"id": {"any_": [deployment_id]}}
-        if ids is not None:
-            query["flow_runs"] = {"id": {"any_": ids}}
-        runs: list[dict[str, Any]] = self.request("POST", "/flow_runs/filter", json=query).json()
-        return runs
-
-    def wait_final(
-        self,
-        n: int,
-        timeout_s: float,
-        deployment_id: str | None = None,
-        ids: list[str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """The runs (of a deployment, or with these ids) once `n` of them are in a final
-        state: polled, no fixed sleep; ServiceError when time runs out."""
-        deadline = time.monotonic() + timeout_s
-        runs: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            runs = self.runs(deployment_id, ids)
-            if sum(r["state_type"] in FINAL_STATES for r in runs) >= n:
-                return runs
-            time.sleep(0.25)
-        states = sorted(str(r["state_type"]) for r in runs)
-        raise ServiceError(f"{n} flow runs not final within {timeout_s:g} s: {states}")
-
-
-#: Prefect state types a flow run does not leave.
-FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
-
-
-def prometheus_config(
-    source: Path, api_target: str, dest: Path, scrape_interval: str | None = None
-) -> Path:
-    """`source` (the repository's prometheus.yml) with the API at `api_target` (host:port),
-    rule files made absolute and, if given, another scrape interval; written to `dest`."""
-    config = yaml.safe_load(source.read_text())
-    config["rule_files"] = [str((source.parent / f).resolve()) for f in config["rule_files"]]
-    for job in config["scrape_configs"]:
-        if job["job_name"] == "api":
-            job["static_configs"] = [{"targets": [api_target]}]
-            if scrape_interval:
-                job["scrape_interval"] = scrape_interval
-    if scrape_interval:
-        config["global"]["scrape_interval"] = scrape_interval
-        config["global"]["evaluation_interval"] = scrape_interval
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(yaml.safe_dump(config, sort_keys=False))
-    return dest
-
-
 def prometheus_server(config: Path, state_dir: Path, port: int, host: str = LOOPBACK) -> Service:
     """`prometheus` (from PATH: Debian's package) with `config`, its TSDB under `state_dir`."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -391,66 +153,3 @@ def prometheus_server(config: Path, state_dir: Path, port: int, host: str = LOOP
         health_url=f"http://{host}:{port}/-/ready",
         log_path=state_dir / "prometheus.log",
     )
-
-
-def run_prefect(*args: str, env: Mapping[str, str], cwd: Path | None = None) -> str:
-    """A `prefect` CLI command (this environment's); its output, or ServiceError with it."""
-    result = subprocess.run(
-        [bin_path("prefect"), "--no-prompt", *args],
-        env={**os.environ, **env, "COLUMNS": "200"},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise ServiceError(
-            f"`prefect {' '.join(args)}` failed (exit {result.returncode}):\n"
-            f"{(result.stdout + result.stderr).strip()[-3000:]}"
-        )
-    return result.stdout
-
-
-def deploy_local(api_url: str, home: Path, pool: str, project: Path) -> None:
-    """The process work pool `pool` (created or reset) and the `local` deployment of
-    `project`/prefect.yaml in it: what the local worker runs."""
-    env = prefect_env(api_url, home)
-    run_prefect("work-pool", "create", pool, "--type", "process", "--overwrite", env=env)
-    run_prefect(
-        "deploy", "--prefect-file", str(project / "prefect.yaml"), "--name", "local",
-        "--pool", pool, env=env, cwd=project,
-    )  # fmt: skip
-
-
-def wait_pool_ready(api_url: str, pool: str, timeout_s: float) -> None:
-    """Until Prefect says a worker polls `pool` (status READY)."""
-    deadline = time.monotonic() + timeout_s
-    status = "unknown"
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{api_url}/work_pools/{pool}", timeout=2) as r:  # noqa: S310
-                status = json.loads(r.read()).get("status") or "unknown"
-        except (urllib.error.URLError, OSError, ValueError):
-            status = "unreachable"
-        if status == "READY":
-            return
-        time.sleep(0.25)
-    raise ServiceError(
-        f"work pool {pool!r} has no polling worker after {timeout_s:.0f} s: {status}"
-    )
-
-
-def ready_url(api: Service) -> str:
-    """The API's readiness probe: 200 once a model is loaded."""
-    return api.health_url.replace("/v2/health/live", "/v2/health/ready")
-
-
-@contextlib.contextmanager
-def running(service: Service, timeout_s: float = 120.0) -> Iterator[Service]:
-    """Start `service`, wait until it answers, stop it (group, grace, kill) on the way out."""
-    service.start()
-    try:
-        service.wait_healthy(timeout_s)
-        yield service
-    finally:
-        service.stop()

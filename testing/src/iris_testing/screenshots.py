@@ -1,7 +1,11 @@
-"""`iris-stack screenshots`: with the local stack up, send a little traffic (predictions and
-five suggestions, so one fine-tune runs) and save headless-Chromium screenshots of Swagger, the
-MLflow model page, the Prefect flow run that fine-tuned and a Prometheus graph of
-`predicted_class_name_total` into docs/. The README shows them."""
+"""`iris-screenshots` (`make screenshots`): with the local stack up (`make up`), send a little
+traffic (predictions and five suggestions, so one fine-tune runs) and save headless-Chromium
+screenshots of Swagger, the MLflow model page, the Prefect flow run that fine-tuned and a
+Prometheus graph of `predicted_class_name_total` into docs/. The README shows them.
+
+A developer tool, not part of the stack: it waits for flow runs with the tests' Prefect REST
+helper, and reads the stack's settings (IRIS_*) as `iris-stack` does.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import quote
 
 import httpx
@@ -16,8 +21,9 @@ import typer
 
 from iris_core import CLASS_NAMES, EXAMPLES, FEATURES
 from iris_core.params import load_params
-from iris_stack.services import PrefectRest
+from iris_stack.cli import load_settings
 from iris_stack.settings import StackSettings
+from iris_testing.prefect_rest import PrefectRest
 
 #: Chromium flags for a server without a display (root needs --no-sandbox).
 CHROMIUM = [
@@ -127,3 +133,20 @@ def take(settings: StackSettings, out: Path, predictions: int = 60) -> None:
     }
     for name, url in shots.items():
         shoot(chromium, url, out / name)
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+
+
+@app.command()
+def main(
+    out: Annotated[Path, typer.Option(help="Folder for the PNG files.")] = Path("docs"),
+) -> None:
+    """With the stack up: a little traffic (one fine-tune), then headless-Chromium screenshots
+    of Swagger, the MLflow model page, the Prefect fine-tune run and a Prometheus graph."""
+    settings = load_settings()
+    try:
+        take(settings, out)
+    except (httpx.HTTPError, RuntimeError, TimeoutError, ValueError) as e:
+        typer.echo(f"screenshots: {e} (is the stack up? `make up`, `make status`)", err=True)
+        raise typer.Exit(1) from e

@@ -1,0 +1,64 @@
+"""The fine-tuning flow's local deployment: the process work pool and the `local` deployment of
+prefect.yaml, made with the Prefect CLI as a user would, and the wait until a worker polls the
+pool."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+from iris_stack.process import ServiceError, bin_path
+from iris_stack.services import prefect_env
+
+
+def run_prefect(*args: str, env: Mapping[str, str], cwd: Path | None = None) -> str:
+    """A `prefect` CLI command (this environment's); its output, or ServiceError with it."""
+    result = subprocess.run(
+        [bin_path("prefect"), "--no-prompt", *args],
+        env={**os.environ, **env, "COLUMNS": "200"},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ServiceError(
+            f"`prefect {' '.join(args)}` failed (exit {result.returncode}):\n"
+            f"{(result.stdout + result.stderr).strip()[-3000:]}"
+        )
+    return result.stdout
+
+
+def deploy_local(api_url: str, home: Path, pool: str, project: Path) -> None:
+    """The process work pool `pool` (created or reset) and the `local` deployment of
+    `project`/prefect.yaml in it: what the local worker runs."""
+    env = prefect_env(api_url, home)
+    run_prefect("work-pool", "create", pool, "--type", "process", "--overwrite", env=env)
+    run_prefect(
+        "deploy", "--prefect-file", str(project / "prefect.yaml"), "--name", "local",
+        "--pool", pool, env=env, cwd=project,
+    )  # fmt: skip
+
+
+def wait_pool_ready(api_url: str, pool: str, timeout_s: float) -> None:
+    """Until Prefect says a worker polls `pool` (status READY)."""
+    deadline = time.monotonic() + timeout_s
+    status = "unknown"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{api_url}/work_pools/{pool}", timeout=2) as r:  # noqa: S310
+                status = json.loads(r.read()).get("status") or "unknown"
+        except (urllib.error.URLError, OSError, ValueError):
+            status = "unreachable"
+        if status == "READY":
+            return
+        time.sleep(0.25)
+    raise ServiceError(
+        f"work pool {pool!r} has no polling worker after {timeout_s:.0f} s: {status}"
+    )

@@ -1,0 +1,77 @@
+"""One fine-tuning set-up of its own: a deployment cloned from `local`, a fresh feedback store,
+copies of the registered champions."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.tracking import MlflowClient
+
+from iris_finetune.flow import FLOW_NAME
+from iris_finetune.store import FeedbackStore
+from iris_testing.prefect_rest import PrefectRest
+from iris_testing.training import Registered
+
+
+@dataclass(frozen=True)
+class FeedbackCase:
+    """One test's fine-tuning set-up: deployment, feedback store and registered model names."""
+
+    prefect: PrefectRest
+    deployment: str  # flow/deployment, for IRIS_API_FEEDBACK_DEPLOYMENT
+    deployment_id: str
+    store: FeedbackStore
+    sklearn_model: str
+    onnx_model: str
+    experiment: str
+    client: MlflowClient
+    env: dict[str, str]
+
+    @classmethod
+    def create(
+        cls, prefect: PrefectRest, registered: Registered, folder: Path, **settings: str
+    ) -> FeedbackCase:
+        tag = uuid.uuid4().hex[:8]
+        client = MlflowClient(registered.tracking_uri)
+        names = {}
+        for kind, source in (
+            ("sklearn", registered.registry.sklearn_model_name),
+            ("onnx", registered.registry.onnx_model_name),
+        ):
+            name = f"{source}-{tag}"
+            version = registered.outcome.versions[source]
+            copy = client.copy_model_version(f"models:/{source}/{version}", name)
+            client.set_registered_model_alias(name, registered.registry.alias, copy.version)
+            names[kind] = name
+        store = FeedbackStore(folder / "feedback.db")
+        env = {
+            "IRIS_FINETUNE_FEEDBACK_DB": str(store.path),
+            "IRIS_FINETUNE_SKLEARN_MODEL_NAME": names["sklearn"],
+            "IRIS_FINETUNE_ONNX_MODEL_NAME": names["onnx"],
+            "IRIS_FINETUNE_EXPERIMENT": f"finetune-{tag}",
+            **settings,
+        }
+        deployment_id = prefect.clone_deployment(f"{FLOW_NAME}/local", f"test-{tag}", env)
+        return cls(
+            prefect,
+            f"{FLOW_NAME}/test-{tag}",
+            deployment_id,
+            store,
+            names["sklearn"],
+            names["onnx"],
+            env["IRIS_FINETUNE_EXPERIMENT"],
+            client,
+            env,
+        )
+
+    @property
+    def tracking_uri(self) -> str:
+        return str(self.client.tracking_uri)
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """The versions of registered model `name`, oldest first."""
+        found = self.client.search_model_versions(f"name = '{name}'")
+        return sorted(found, key=lambda v: int(v.version))
