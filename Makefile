@@ -53,11 +53,15 @@ bench-serving: sync bench-tools  ## the serving benchmark alone (this API vs mlf
 bench-feedback: sync  ## the feedback benchmark alone (5th /suggest -> new version served)
 	$(RUN) python -m bench feedback
 
-test-tools:  # Prometheus and promtool from Debian's package: the monitoring tests run them
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+test-tools:  # from Debian's packages: Prometheus and promtool (monitoring tests), PostgreSQL (store tests)
+	@missing=""; \
+	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get install -y -qq prometheus >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus); \
-	  else echo "the tests need Prometheus: sudo apt-get install prometheus"; exit 1; fi
+	    apt-get install -y -qq $$missing >/dev/null || (apt-get update -qq && apt-get install -y -qq $$missing); \
+	  else echo "the tests need:$$missing (sudo apt-get install$$missing)"; exit 1; fi; \
+	fi
 
 bench-tools:  # load generators from Debian's packages
 	@command -v wrk >/dev/null && command -v hey >/dev/null || \

@@ -44,11 +44,33 @@ def pytest_configure(config: pytest.Config) -> None:
 
 #: Fixtures below that start a server or build a member's environment.
 INTEGRATION_FIXTURES = frozenset(
-    {"mlflow_url", "registered", "api_bin", "prefect", "finetune_bin", "worker", "feedback"}
+    {
+        "mlflow_url",
+        "registered",
+        "api_bin",
+        "prefect",
+        "finetune_bin",
+        "worker",
+        "feedback",
+        "postgres",
+    }
 )
 #: Programs a unit test must not start: servers, tools that build environments or run the
 #: pipeline, and our own console scripts (`iris-*`: each start imports the ML stack).
-SERVER_PROGRAMS = frozenset({"mlflow", "prefect", "prometheus", "uvicorn", "uv", "uv.sh", "dvc"})
+SERVER_PROGRAMS = frozenset(
+    {
+        "mlflow",
+        "prefect",
+        "prometheus",
+        "uvicorn",
+        "uv",
+        "uv.sh",
+        "dvc",
+        "postgres",
+        "pg_ctl",
+        "initdb",
+    }
+)
 #: subprocess.Popen itself (unit tests get a guarded subclass).
 POPEN = subprocess.Popen
 
