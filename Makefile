@@ -39,7 +39,8 @@ test: sync test-tools  ## the whole test suite, with real MLflow, Prefect and AP
 test-fast: sync test-tools  ## the unit tier: no servers, no processes of ours (under 30 s)
 	$(RUN) pytest -m unit
 
-lint: sync  ## ruff, formatting and mypy (strict)
+lint: sync  ## uv.lock up to date, ruff, formatting and mypy (strict)
+	$(UV) lock --check
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy

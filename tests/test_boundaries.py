@@ -86,3 +86,20 @@ def test_no_production_member_depends_on_the_helpers() -> None:
     root = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "iris-testing" not in root["project"]["dependencies"]
     assert "iris-testing" in root["dependency-groups"]["dev"]
+
+
+#: Training's library seam: what the fine-tune may import from training. The commands
+#: (`train`, `fetch`, `prepare`, `cli`) are not part of it.
+TRAINING_LIBRARY = {"data", "dataset", "search", "export", "tracking", "io"}
+
+
+def test_the_fine_tune_uses_training_s_library_seam_not_its_commands() -> None:
+    sources = sorted((ROOT / "finetune" / "src").rglob("*.py"))
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: imports {module}"
+        for path in sources
+        for line, module in imports(path)
+        if module.startswith("iris_training")
+        and module.removeprefix("iris_training.").split(".")[0] not in TRAINING_LIBRARY
+    ]
+    assert found == [], "import training's library modules, not its commands:\n" + "\n".join(found)

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic_settings import BaseSettings
 
 from iris_api.settings import ApiSettings
 from iris_core.params import load_params, packaged, registry
 from iris_finetune.settings import FinetuneSettings
+from iris_stack.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,3 +167,22 @@ def _console_script_module(name: str) -> str:
     project = tomllib.loads((ROOT / "training" / "pyproject.toml").read_text())["project"]
     module: str = project["scripts"][name].split(":")[0]
     return module
+
+
+def test_every_setting_is_documented() -> None:
+    """docs/configuration.md lists every environment variable of every settings class."""
+    page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    missing = [
+        f"{settings.__name__}: {name}"
+        for settings in (StackSettings, ApiSettings, FinetuneSettings)
+        for name in env_names(settings)
+        if f"`{name}`" not in page
+    ]
+    missing += [f"iris-train: {n}" for n in ("MLFLOW_TRACKING_URI", "IRIS_TRAIN_N_JOBS")
+                if f"`{n}`" not in page]  # fmt: skip
+    assert missing == [], "document these in docs/configuration.md:\n" + "\n".join(missing)
+
+
+def env_names(settings: type[BaseSettings]) -> list[str]:
+    prefix = str(settings.model_config.get("env_prefix", ""))
+    return [(prefix + name).upper() for name in settings.model_fields]
