@@ -281,7 +281,7 @@ def test_a_version_that_fails_to_load_keeps_the_old_one_and_is_counted(
         )
         mlflow.set_registered_model_alias(name, "champion", bad.version)
         with pytest.raises(ModelError, match="no ONNX flavour"):
-            follower.refresh()
+            follower.fetch()
         assert client.post("/predict", json=SETOSA).json()["model_version"] == first.version
         assert client.get("/v2/health/ready").status_code == 200
         metrics = client.get("/metrics").text
@@ -290,7 +290,7 @@ def test_a_version_that_fails_to_load_keeps_the_old_one_and_is_counted(
         assert f'version="{first.version}"' in metrics
 
         mlflow.set_registered_model_alias(name, "champion", first.version)
-        assert follower.refresh() is False  # the version served already: nothing to do
+        assert follower.fetch() is None  # the version served already: nothing to do
 
 
 def test_latest_follows_the_newest_version(registered: Registered) -> None:

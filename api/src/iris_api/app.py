@@ -65,7 +65,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         docs_url=None,  # routes.docs serves Swagger UI without a CDN
         redoc_url=None,
     )
-    app.state.settings = settings
+    # Read by the routes' dependencies (iris_api.deps), not by the routes.
     app.state.follower = follower
     app.state.metrics = metrics
     app.state.prefect = prefect
@@ -80,7 +80,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     errors.install(app)
     if settings.fast_path:
         # Added before the instrumentator, so it runs inside it: counted and timed as usual.
-        app.add_middleware(PredictFastPath, follower=follower)
+        app.add_middleware(PredictFastPath, follower=follower, metrics=metrics)
     # A full batch is about 100 bytes a row; anything far larger is refused with 413.
     app.add_middleware(BodyLimit, limit=max(2**20, settings.batch_limit * 1024))
     Instrumentator(registry=metrics.registry, excluded_handlers=["/metrics"]).instrument(
