@@ -14,6 +14,11 @@ uvicorn worker each, one after the other, under the same load generators:
 
 The API runs from its own environment (`uv sync --package iris-api --no-dev`), as in its image;
 the peer from the development environment, where MLflow is installed.
+
+With `--baseline-ref REF`, the API is also built from that git ref (`git archive` into a
+temporary folder, the same `uv sync`), and every API row gets a twin from it, measured right
+after it with the same settings and load, and printed with its ratio to the current API: a
+before/after comparison from one run on one machine.
 """
 
 from __future__ import annotations
@@ -30,10 +35,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from iris_core import FEATURES
+
+if TYPE_CHECKING:
+    from iris_stack.services import Service
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -126,6 +135,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--servers", nargs="+", help="run only these (names as in the report), in this order"
     )
+    parser.add_argument(
+        "--baseline-ref",
+        metavar="REF",
+        help="also run each API row with the API of this git ref (branch, tag, commit)",
+    )
     args = parser.parse_args(argv)
     missing = [tool for tool in ("wrk", "hey") if shutil.which(tool) is None]
     if missing:
@@ -136,7 +150,6 @@ def main(argv: list[str] | None = None) -> None:
         api_server,
         free_port,
         mlflow_server,
-        ready_url,
         running,
     )
     from iris_training.params import load_params  # noqa: PLC0415
@@ -149,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp_name)
         api_bin = member_env("iris-api", tmp / "api-venv")
         installed_mb = du_mb(tmp / "api-venv")
+        baseline = _baseline_env(args.baseline_ref, tmp) if args.baseline_ref else None
         with running(mlflow_server(tmp / "mlflow", free_port())) as mlflow:
             tracking = mlflow.health_url.removesuffix("/health")
             project = copy_pipeline(ROOT, tmp / "project")
@@ -162,9 +176,6 @@ def main(argv: list[str] | None = None) -> None:
                 f"model: {p.onnx_model_name} / {p.sklearn_model_name} version {outcome.versions[p.onnx_model_name]}"
             )
 
-            results: dict[str, dict[str, Numbers]] = {}
-            memory: dict[str, float] = {}
-            started: dict[str, float] = {}
             port = free_port()
             ours = f"http://127.0.0.1:{port}/predict"
             peer = Service(
@@ -177,38 +188,55 @@ def main(argv: list[str] | None = None) -> None:
                 env={"MLFLOW_TRACKING_URI": tracking,
                      "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
             )  # fmt: skip
-            servers = {
-                "iris-api": (api_server(port, tracking, tmp / "api.log", bin_dir=api_bin),
-                             ours, OURS_BODY),
-                "iris-api, no fast path": (
-                    api_server(port, tracking, tmp / "api-route.log", bin_dir=api_bin,
-                               env={"IRIS_API_FAST_PATH": "false"}),
-                    ours, OURS_BODY,
-                ),
-                "iris-api, no input monitoring": (
-                    api_server(port, tracking, tmp / "api-plain.log", bin_dir=api_bin,
-                               env={"IRIS_API_INPUT_MONITORING": "false"}),
-                    ours, OURS_BODY,
-                ),
-                "mlflow models serve": (peer, f"http://127.0.0.1:{port}/invocations", PEER_BODY),
-            }  # fmt: skip
+            variants = {
+                "iris-api": {},
+                "iris-api, no fast path": {"IRIS_API_FAST_PATH": "false"},
+                "iris-api, no input monitoring": {"IRIS_API_INPUT_MONITORING": "false"},
+            }
+            servers: dict[str, tuple[Service, str, str]] = {}
+            #: The baseline twin of each API row, by the current row's name.
+            twins: dict[str, str] = {}
+            for i, (name, env) in enumerate(variants.items()):
+                api = api_server(port, tracking, tmp / f"api-{i}.log", bin_dir=api_bin, env=env)
+                servers[name] = (api, ours, OURS_BODY)
+                if baseline is not None:
+                    twins[name] = f"{name} @{baseline[0]}"
+                    log = tmp / f"base-{i}.log"
+                    twin = api_server(port, tracking, log, bin_dir=baseline[1], env=env)
+                    servers[twins[name]] = (twin, ours, OURS_BODY)
+            servers["mlflow models serve"] = (
+                peer, f"http://127.0.0.1:{port}/invocations", PEER_BODY
+            )  # fmt: skip
             if args.servers:
-                servers = {k: v for k, v in servers.items() if k in args.servers}
-            for name, (service, url, body) in servers.items():
-                begin = time.perf_counter()
-                with running(service) as server:
-                    if server.name == "api":
-                        server.wait_healthy(120, url=ready_url(server))
-                    started[name] = time.perf_counter() - begin
-                    wrk(url, body, 16, 3)  # warm-up, not counted
-                    results[name] = {
-                        f"wrk -c{c}": wrk(url, body, c, args.seconds) for c in args.connections
-                    }
-                    results[name][f"{args.rate}/s"] = fixed_rate(url, body, args.rate, args.seconds)
-                    assert server.process is not None
-                    memory[name] = rss_mb(server.process.pid)
+                chosen = [n for name in args.servers for n in (name, twins.get(name))]
+                servers = {name: servers[name] for name in chosen if name in servers}
+            results, started, memory = measure(servers, args.connections, args.seconds, args.rate)
 
-    report(results, started, memory, installed_mb)
+    report(results, started, memory, installed_mb, twins)
+
+
+def measure(
+    servers: dict[str, tuple[Service, str, str]], connections: list[int], seconds: int, rate: int
+) -> tuple[dict[str, dict[str, Numbers]], dict[str, float], dict[str, float]]:
+    """Each server in turn, alone: started, warmed up, loaded. Numbers per server and load,
+    seconds until ready, RSS (MB) after the load."""
+    from iris_stack.services import ready_url, running  # noqa: PLC0415
+
+    results: dict[str, dict[str, Numbers]] = {}
+    started: dict[str, float] = {}
+    memory: dict[str, float] = {}
+    for name, (service, url, body) in servers.items():
+        begin = time.perf_counter()
+        with running(service) as server:
+            if server.name == "api":
+                server.wait_healthy(120, url=ready_url(server))
+            started[name] = time.perf_counter() - begin
+            wrk(url, body, 16, 3)  # warm-up, not counted
+            results[name] = {f"wrk -c{c}": wrk(url, body, c, seconds) for c in connections}
+            results[name][f"{rate}/s"] = fixed_rate(url, body, rate, seconds)
+            assert server.process is not None
+            memory[name] = rss_mb(server.process.pid)
+    return results, started, memory
 
 
 def report(
@@ -216,25 +244,62 @@ def report(
     started: dict[str, float],
     memory: dict[str, float],
     installed_mb: float,
+    twins: dict[str, str],
 ) -> None:
+    """One row per load and server; a baseline row also gives its ratio to the current API's
+    row (req/s under wrk, p99 at the fixed rate)."""
     peer = results.get("mlflow models serve")
+    current = {twin: name for name, twin in twins.items()}
     print(
-        f"\n{'load':<12} {'server':<30} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}   vs peer (req/s)"
+        f"\n{'load':<12} {'server':<40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+        f"   {'vs peer':>7}   {'vs current' if twins else ''}"
     )
     for load in next(iter(results.values())):
         for name, numbers in results.items():
             row = numbers[load]
-            ratio = (
-                f"{row.rps / peer[load].rps:5.2f}x"
-                if peer and load.startswith("wrk") and name != "mlflow models serve"
+            wrk_load = load.startswith("wrk")
+            vs_peer = (
+                f"{row.rps / peer[load].rps:6.2f}x"
+                if peer and wrk_load and name != "mlflow models serve"
                 else ""
             )
+            vs_current = ""
+            if name in current:
+                now = results[current[name]][load]
+                vs_current = (
+                    f"{row.rps / now.rps:5.2f}x req/s"
+                    if wrk_load
+                    else f"{row.p99_ms / now.p99_ms:5.2f}x p99"
+                )
             print(
-                f"{load:<12} {name:<30} {row.rps:9.0f} {row.p50_ms:8.2f} {row.p99_ms:8.2f}   {ratio}"
+                f"{load:<12} {name:<40} {row.rps:9.0f} {row.p50_ms:8.2f} {row.p99_ms:8.2f}"
+                f"   {vs_peer:>7}   {vs_current}"
             )
     print("\ngoals: req/s >= 5x the peer's; p99 < 5 ms at 500 req/s")
     for name in results:
         print(
-            f"{name:<30} ready after {started[name]:5.1f} s, RSS after the load {memory[name]:6.0f} MB"
+            f"{name:<40} ready after {started[name]:5.1f} s, RSS after the load {memory[name]:6.0f} MB"
         )
     print(f"iris-api environment (uv sync --package iris-api --no-dev): {installed_mb:.0f} MB")
+
+
+def _baseline_env(ref: str, tmp: Path) -> tuple[str, Path]:
+    """The API's own environment as committed at git `ref`: its short hash and the bin/.
+    The sources come from `git archive` (the repository and its worktrees are left alone) and
+    go once installed (without --editable, the environment holds its own copy)."""
+    from tests.support import member_env  # noqa: PLC0415
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "--verify", f"{ref}^{{commit}}"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    source = tmp / f"source-{commit}"
+    source.mkdir()
+    archive = subprocess.Popen(["git", "archive", commit], cwd=ROOT, stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", str(source)], stdin=archive.stdout, check=True)
+    if archive.wait() != 0:
+        raise RuntimeError(f"git archive {commit} failed")
+    try:
+        return commit, member_env("iris-api", tmp / f"venv-{commit}", root=source)
+    finally:
+        shutil.rmtree(source)
