@@ -15,10 +15,11 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from iris_api.errors import NotReady, UnsupportedMediaType
+from iris_api.errors import UnsupportedMediaType
 from iris_api.follower import ModelFollower
 from iris_api.metrics import Metrics
 from iris_api.model import Predictor
+from iris_api.predicting import Predictions
 from iris_api.prefect import PrefectRuns
 
 M = TypeVar("M", bound=BaseModel)
@@ -49,22 +50,20 @@ def body_schema(model: type[BaseModel], examples: dict[str, Any] | None = None) 
     return {"requestBody": {"required": True, "content": {"application/json": media}}}
 
 
-def serving(follower: ModelFollower) -> Predictor:
-    """The served model, or 503 with the reason there is none yet."""
-    model = follower.current
-    if model is None:
-        raise NotReady(follower.reason, follower.settings.poll_interval_s)
-    return model
-
-
 # Async, so FastAPI calls them on the event loop (it runs plain functions in a thread pool).
 async def _follower(request: Request) -> ModelFollower:
     follower: ModelFollower = request.app.state.follower
     return follower
 
 
+async def _predictions(request: Request) -> Predictions:
+    predictions: Predictions = request.app.state.predictions
+    return predictions
+
+
 async def _predictor(request: Request) -> Predictor:
-    return serving(request.app.state.follower)
+    predictions: Predictions = request.app.state.predictions
+    return predictions.model()
 
 
 async def _metrics(request: Request) -> Metrics:
@@ -78,6 +77,9 @@ async def _prefect(request: Request) -> PrefectRuns:
 
 
 FollowerDep = Annotated[ModelFollower, Depends(_follower)]
+#: The prediction path (`iris_api.predicting`): what the prediction routes take.
+PredictionsDep = Annotated[Predictions, Depends(_predictions)]
+#: The served model, or 503 with the reason there is none yet.
 PredictorDep = Annotated[Predictor, Depends(_predictor)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 PrefectDep = Annotated[PrefectRuns, Depends(_prefect)]

@@ -6,8 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from iris_api import predicting
-from iris_api.deps import MetricsDep, PredictorDep, body_schema, parse
+from iris_api.deps import PredictionsDep, body_schema, parse
 from iris_api.errors import JSONBytes
 from iris_api.schemas import (
     PREDICT_EXAMPLES,
@@ -36,10 +35,9 @@ def router(batch_limit: int) -> APIRouter:
         response_model=PredictOutput,
         openapi_extra=body_schema(PredictInput, PREDICT_EXAMPLES),
     )
-    async def predict(request: Request, model: PredictorDep, metrics: MetricsDep) -> JSONBytes:
+    async def predict(request: Request, predictions: PredictionsDep) -> JSONBytes:
         """The class of one flower (`PredictInput`), with the probability of each class."""
-        flower = await parse(request, PredictInput)
-        return JSONBytes(predicting.predict_one(flower, model, metrics))
+        return JSONBytes(predictions.one(await parse(request, PredictInput)))
 
     @api.post(
         "/predict/batch",
@@ -47,11 +45,9 @@ def router(batch_limit: int) -> APIRouter:
         openapi_extra=body_schema(BatchInput),
         description=f"Up to {batch_limit} flowers in one call (`IRIS_API_BATCH_LIMIT`).",
     )
-    async def predict_batch(
-        request: Request, model: PredictorDep, metrics: MetricsDep
-    ) -> JSONBytes:
+    async def predict_batch(request: Request, predictions: PredictionsDep) -> JSONBytes:
         batch = await parse(request, BatchInput)
         flowers: list[PredictInput] = batch.instances  # type: ignore[attr-defined]
-        return JSONBytes(predicting.predict_batch(flowers, model, metrics))
+        return JSONBytes(predictions.batch(flowers))
 
     return api
