@@ -18,7 +18,9 @@ the peer from the development environment, where MLflow is installed.
 With `--baseline-ref REF`, the API is also built from that git ref (`git archive` into a
 temporary folder, the same `uv sync`), and every API row gets a twin from it, measured right
 after it with the same settings and load, and printed with its ratio to the current API: a
-before/after comparison from one run on one machine.
+before/after comparison from one run on one machine. With `--rounds N` every server runs N
+times, the servers taking turns, and the medians are reported: on a machine shared with other
+work, a busy moment then spoils one round, not one server's row.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ import io
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -133,6 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=int, default=10, help="per wrk or hey run")
     parser.add_argument("--rate", type=int, default=500, help="fixed rate, requests/s")
     parser.add_argument(
+        "--rounds", type=int, default=1, help="runs of every server, in turns; medians reported"
+    )
+    parser.add_argument(
         "--servers", nargs="+", help="run only these (names as in the report), in this order"
     )
     parser.add_argument(
@@ -210,33 +216,54 @@ def main(argv: list[str] | None = None) -> None:
             if args.servers:
                 chosen = [n for name in args.servers for n in (name, twins.get(name))]
                 servers = {name: servers[name] for name in chosen if name in servers}
-            results, started, memory = measure(servers, args.connections, args.seconds, args.rate)
+            results, started, memory = measure(
+                servers, args.connections, args.seconds, args.rate, args.rounds
+            )
 
     report(results, started, memory, installed_mb, twins)
 
 
 def measure(
-    servers: dict[str, tuple[Service, str, str]], connections: list[int], seconds: int, rate: int
+    servers: dict[str, tuple[Service, str, str]],
+    connections: list[int],
+    seconds: int,
+    rate: int,
+    rounds: int,
 ) -> tuple[dict[str, dict[str, Numbers]], dict[str, float], dict[str, float]]:
-    """Each server in turn, alone: started, warmed up, loaded. Numbers per server and load,
-    seconds until ready, RSS (MB) after the load."""
+    """Each server in turn, alone: started, warmed up, loaded; `rounds` times over, the servers
+    taking turns, so that other work on the machine falls on all of them alike. Per server and
+    load the median of each number over the rounds; the median seconds until ready; the
+    largest RSS (MB) after the load."""
     from iris_stack.services import ready_url, running  # noqa: PLC0415
 
-    results: dict[str, dict[str, Numbers]] = {}
-    started: dict[str, float] = {}
-    memory: dict[str, float] = {}
-    for name, (service, url, body) in servers.items():
-        begin = time.perf_counter()
-        with running(service) as server:
-            if server.name == "api":
-                server.wait_healthy(120, url=ready_url(server))
-            started[name] = time.perf_counter() - begin
-            wrk(url, body, 16, 3)  # warm-up, not counted
-            results[name] = {f"wrk -c{c}": wrk(url, body, c, seconds) for c in connections}
-            results[name][f"{rate}/s"] = fixed_rate(url, body, rate, seconds)
-            assert server.process is not None
-            memory[name] = rss_mb(server.process.pid)
-    return results, started, memory
+    runs: dict[str, dict[str, list[Numbers]]] = {name: {} for name in servers}
+    started: dict[str, list[float]] = {name: [] for name in servers}
+    memory: dict[str, float] = dict.fromkeys(servers, 0.0)
+    for _ in range(rounds):
+        for name, (service, url, body) in servers.items():
+            begin = time.perf_counter()
+            with running(service) as server:
+                if server.name == "api":
+                    server.wait_healthy(120, url=ready_url(server))
+                started[name].append(time.perf_counter() - begin)
+                wrk(url, body, 16, 3)  # warm-up, not counted
+                for c in connections:
+                    runs[name].setdefault(f"wrk -c{c}", []).append(wrk(url, body, c, seconds))
+                runs[name].setdefault(f"{rate}/s", []).append(fixed_rate(url, body, rate, seconds))
+                assert server.process is not None
+                memory[name] = max(memory[name], rss_mb(server.process.pid))
+    results = {
+        name: {load: _median(numbers) for load, numbers in loads.items()}
+        for name, loads in runs.items()
+    }
+    return results, {name: statistics.median(t) for name, t in started.items()}, memory
+
+
+def _median(numbers: list[Numbers]) -> Numbers:
+    """Each field's median: a round disturbed by other work on the machine does not count."""
+    return Numbers(
+        *(statistics.median(getattr(n, f.name) for n in numbers) for f in fields(Numbers))
+    )
 
 
 def report(
