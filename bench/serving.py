@@ -79,8 +79,10 @@ def wrk(url: str, body: str, connections: int, seconds: int) -> Numbers:
             'wrk.headers["Content-Type"] = "application/json"\n'
             f"wrk.body = {json.dumps(body)}\n"
         )
+    # A 10 s timeout (wrk's is 2 s): a slow answer is measured, not dropped as an error.
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency",
+         "-s", script.name, url],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     Path(script.name).unlink()
@@ -239,7 +241,7 @@ def measure(
     runs: dict[str, dict[str, list[Numbers]]] = {name: {} for name in servers}
     started: dict[str, list[float]] = {name: [] for name in servers}
     memory: dict[str, float] = dict.fromkeys(servers, 0.0)
-    for _ in range(rounds):
+    for i in range(rounds):
         for name, (service, url, body) in servers.items():
             begin = time.perf_counter()
             with running(service) as server:
@@ -252,6 +254,11 @@ def measure(
                 runs[name].setdefault(f"{rate}/s", []).append(fixed_rate(url, body, rate, seconds))
                 assert server.process is not None
                 memory[name] = max(memory[name], rss_mb(server.process.pid))
+            print(
+                f"round {i + 1} {name}: "
+                + ", ".join(f"{load} {n[-1].rps:.0f}/s" for load, n in runs[name].items()),
+                flush=True,
+            )
     results = {
         name: {load: _median(numbers) for load, numbers in loads.items()}
         for name, loads in runs.items()
