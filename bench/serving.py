@@ -29,6 +29,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import os
 import shutil
 import statistics
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,6 +61,9 @@ class Numbers:
     rps: float
     p50_ms: float
     p99_ms: float
+    #: The server's CPU time per answered request (us): what an answer costs, which other work
+    #: on the machine changes far less than the rates and latencies.
+    cpu_us: float = math.nan
 
 
 def _wrk_ms(text: str, percent: str) -> float:
@@ -72,7 +77,10 @@ def _wrk_ms(text: str, percent: str) -> float:
     raise ValueError(f"no {percent} line in wrk output:\n{text}")
 
 
-def wrk(url: str, body: str, connections: int, seconds: int) -> Numbers:
+def wrk(url: str, body: str, connections: int, seconds: int, pid: int | None = None) -> Numbers:
+    """Throughput and latency under `connections` keep-alive connections; with the server's
+    `pid`, its CPU time per request too."""
+    cpu = cpu_s(pid) if pid else math.nan
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
             'wrk.method = "POST"\n'
@@ -88,42 +96,63 @@ def wrk(url: str, body: str, connections: int, seconds: int) -> Numbers:
     Path(script.name).unlink()
     if "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"wrk saw errors against {url}:\n{out}")
+    cpu = cpu_s(pid) - cpu if pid else math.nan
     rps = float(
         next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec"))
     )
-    return Numbers(rps, _wrk_ms(out, "50%"), _wrk_ms(out, "99%"))
+    requests = int(next(line.split()[0] for line in out.splitlines() if " requests in " in line))
+    return Numbers(rps, _wrk_ms(out, "50%"), _wrk_ms(out, "99%"), cpu / requests * 1e6)
 
 
-def fixed_rate(url: str, body: str, rate: int, seconds: int) -> Numbers:
+def fixed_rate(url: str, body: str, rate: int, seconds: int, pid: int | None = None) -> Numbers:
+    cpu = cpu_s(pid) if pid else math.nan
     out = subprocess.run(
         ["hey", "-z", f"{seconds}s", "-c", "1", "-q", str(rate), "-m", "POST",
          "-T", "application/json", "-d", body, "-o", "csv", url],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
+    cpu = cpu_s(pid) - cpu if pid else math.nan
     rows = list(csv.DictReader(io.StringIO(out)))
     bad = [r for r in rows if r["status-code"] != "200"]
     if bad:
         raise RuntimeError(f"{len(bad)} of {len(rows)} answers were not 200 at {url}")
     latency = np.array([float(r["response-time"]) for r in rows]) * 1000
     return Numbers(
-        len(rows) / seconds, float(np.percentile(latency, 50)), float(np.percentile(latency, 99))
+        len(rows) / seconds,
+        float(np.percentile(latency, 50)),
+        float(np.percentile(latency, 99)),
+        cpu / len(rows) * 1e6,
     )
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and its descendants (the peer forks uvicorn)."""
-    total = 0
+def _tree(pid: int) -> Iterator[str]:
+    """/proc/PID/stat of a process and its descendants (the peer forks uvicorn)."""
     pids = [pid]
     while pids:
         p = pids.pop()
         try:
-            status = Path(f"/proc/{p}/status").read_text()
+            stat = Path(f"/proc/{p}/stat").read_text()
             children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
         except OSError:
             continue
-        total += int(next(x.split()[1] for x in status.splitlines() if x.startswith("VmRSS")))
+        yield stat
         pids += [int(c) for c in children]
-    return total / 1024
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its descendants."""
+    # stat fields after the command's closing parenthesis: rss (pages) is field 24.
+    pages = sum(int(stat.rpartition(")")[2].split()[21]) for stat in _tree(pid))
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system, s) a process and its descendants have used so far."""
+    ticks = 0
+    for stat in _tree(pid):
+        fields_ = stat.rpartition(")")[2].split()
+        ticks += int(fields_[11]) + int(fields_[12])  # utime, stime: fields 14 and 15
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def du_mb(path: Path) -> float:
@@ -248,12 +277,14 @@ def measure(
                 if server.name == "api":
                     server.wait_healthy(120, url=ready_url(server))
                 started[name].append(time.perf_counter() - begin)
+                assert server.process is not None
+                pid = server.process.pid
                 wrk(url, body, 16, 3)  # warm-up, not counted
                 for c in connections:
-                    runs[name].setdefault(f"wrk -c{c}", []).append(wrk(url, body, c, seconds))
-                runs[name].setdefault(f"{rate}/s", []).append(fixed_rate(url, body, rate, seconds))
-                assert server.process is not None
-                memory[name] = max(memory[name], rss_mb(server.process.pid))
+                    runs[name].setdefault(f"wrk -c{c}", []).append(wrk(url, body, c, seconds, pid))
+                at_rate = fixed_rate(url, body, rate, seconds, pid)
+                runs[name].setdefault(f"{rate}/s", []).append(at_rate)
+                memory[name] = max(memory[name], rss_mb(pid))
             print(
                 f"round {i + 1} {name}: "
                 + ", ".join(f"{load} {n[-1].rps:.0f}/s" for load, n in runs[name].items()),
@@ -280,12 +311,12 @@ def report(
     installed_mb: float,
     twins: dict[str, str],
 ) -> None:
-    """One row per load and server; a baseline row also gives its ratio to the current API's
-    row (req/s under wrk, p99 at the fixed rate)."""
+    """One row per load and server; a baseline row also gives its ratios to the current API's
+    row: req/s under wrk (p99 at the fixed rate) and CPU time per request."""
     peer = results.get("mlflow models serve")
     current = {twin: name for name, twin in twins.items()}
     print(
-        f"\n{'load':<12} {'server':<40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+        f"\n{'load':<12} {'server':<40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us':>7}"
         f"   {'vs peer':>7}   {'vs current' if twins else ''}"
     )
     for load in next(iter(results.values())):
@@ -300,14 +331,15 @@ def report(
             vs_current = ""
             if name in current:
                 now = results[current[name]][load]
-                vs_current = (
+                speed = (
                     f"{row.rps / now.rps:5.2f}x req/s"
                     if wrk_load
                     else f"{row.p99_ms / now.p99_ms:5.2f}x p99"
                 )
+                vs_current = f"{speed:<12} {row.cpu_us / now.cpu_us:5.2f}x CPU"
             print(
                 f"{load:<12} {name:<40} {row.rps:9.0f} {row.p50_ms:8.2f} {row.p99_ms:8.2f}"
-                f"   {vs_peer:>7}   {vs_current}"
+                f" {row.cpu_us:7.0f}   {vs_peer:>7}   {vs_current}"
             )
     print("\ngoals: req/s >= 5x the peer's; p99 < 5 ms at 500 req/s")
     for name in results:
