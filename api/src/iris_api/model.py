@@ -33,7 +33,8 @@ class Outputs:
 @dataclass(frozen=True, slots=True)
 class Predictor:
     """An immutable model; swapped whole, never mutated. It records nothing: counting a call
-    as a prediction is `iris_api.predicting.predict`'s job, so /suggest can ask its opinion."""
+    as a prediction is `iris_api.predicting.Predictions.predict`'s job, so /suggest can ask
+    the model's opinion without it being counted."""
 
     version: AliasedVersion
     session: ort.InferenceSession
