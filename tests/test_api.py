@@ -4,17 +4,20 @@ answers, bad input, the registry follower's decisions, Open Inference Protocol s
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from iris_api.app import create_app
 from iris_api.follower import ModelFollower
@@ -283,7 +286,7 @@ def test_a_version_that_fails_to_load_keeps_the_old_one_and_is_counted(
         )
         mlflow.set_registered_model_alias(name, "champion", bad.version)
         with pytest.raises(ModelError, match="no ONNX flavour"):
-            follower.refresh()
+            follower.fetch()
         assert client.post("/predict", json=SETOSA).json()["model_version"] == first.version
         assert client.get("/v2/health/ready").status_code == 200
         metrics = client.get("/metrics").text
@@ -292,7 +295,7 @@ def test_a_version_that_fails_to_load_keeps_the_old_one_and_is_counted(
         assert f'version="{first.version}"' in metrics
 
         mlflow.set_registered_model_alias(name, "champion", first.version)
-        assert follower.refresh() is False  # the version served already: nothing to do
+        assert follower.fetch() is None  # the version served already: nothing to do
 
 
 def test_latest_follows_the_newest_version(registered: Registered) -> None:
@@ -392,6 +395,83 @@ def _sample(client: TestClient, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"{name} not in /metrics")
+
+
+#: What a prediction records, summed over labels: per row, per call, per feature.
+RECORDED = (
+    "predicted_class_name_total",
+    "iris_prediction_confidence_count",
+    "iris_inference_duration_seconds_count",
+    "iris_input_cm_count",
+    "iris_input_drift_window_rows",
+)
+
+
+def _recorded(client: TestClient) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for s in family.samples:
+            if s.name in RECORDED:
+                totals[s.name] = totals.get(s.name, 0.0) + s.value
+    return totals
+
+
+_ROWS = [list(v) for v in EXAMPLES.values()]
+_FLOWERS = [dict(zip(FEATURES, row, strict=True)) for row in _ROWS]
+ENTRIES: dict[str, tuple[str, Any, int]] = {
+    "predict": ("/predict", SETOSA, 1),
+    "batch": ("/predict/batch", {"instances": _FLOWERS}, 3),
+    "v2-infer": ("/v2/models/iris/infer", _tensor(_ROWS), 3),
+    "suggest": ("/suggest", SETOSA | {"class_name": "Iris-versicolor"}, 0),  # asks, not counted
+}
+
+
+@pytest.mark.parametrize(("path", "body", "rows"), ENTRIES.values(), ids=ENTRIES)
+def test_every_prediction_entry_records_each_row_once_and_suggest_none(
+    client: TestClient, path: str, body: Any, rows: int
+) -> None:
+    before = _recorded(client)
+    client.post(path, json=body)
+    after = _recorded(client)
+    assert {name: after[name] - before[name] for name in RECORDED} == {
+        "predicted_class_name_total": rows,
+        "iris_prediction_confidence_count": rows,
+        "iris_inference_duration_seconds_count": 1 if rows else 0,  # one model call
+        "iris_input_cm_count": rows * len(FEATURES),
+        # The window fills only on the served model's reference bins, set at its load.
+        "iris_input_drift_window_rows": rows,
+    }
+
+
+def test_the_follower_points_the_drift_monitor_at_the_model_it_swaps_in(
+    client: TestClient,
+) -> None:
+    app = cast(FastAPI, client.app)
+    follower: ModelFollower = app.state.follower
+    monitor = app.state.metrics.drift
+    served = follower.current
+    assert served is not None
+    assert served.reference is not None
+    assert monitor.reference == served.reference
+    try:
+        follower.swap(dataclasses.replace(served, reference=None))
+        assert monitor.reference is None  # before any request
+        assert client.post("/predict", json=SETOSA).status_code == 200
+        assert monitor.reference is None
+    finally:
+        follower.swap(served)
+    assert monitor.reference == served.reference
+
+
+def test_without_input_monitoring_predictions_are_still_counted(registered: Registered) -> None:
+    with TestClient(create_app(settings(registered, input_monitoring=False))) as client:
+        assert client.post("/predict", json=SETOSA).status_code == 200
+        assert client.post("/v2/models/iris/infer", json=_tensor(_ROWS)).status_code == 200
+        assert _recorded(client) == {
+            "predicted_class_name_total": 4,
+            "iris_prediction_confidence_count": 4,
+            "iris_inference_duration_seconds_count": 2,
+        }
 
 
 @pytest.mark.parametrize(

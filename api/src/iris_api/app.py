@@ -19,6 +19,7 @@ from iris_api.fastpath import PredictFastPath
 from iris_api.follower import ModelFollower
 from iris_api.limits import BodyLimit
 from iris_api.metrics import REQUEST_BUCKETS, Metrics
+from iris_api.predicting import Predictions
 from iris_api.prefect import PrefectRuns
 from iris_api.routes import docs, model, predict, suggest, v2
 from iris_api.schemas import PredictInput, SuggestInput, V2InferRequest, batch_input
@@ -38,6 +39,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     disable_created_metrics()  # type: ignore[no-untyped-call]
     metrics = Metrics(settings.drift_window, settings.drift_min_rows, settings.input_monitoring)
     follower = ModelFollower(settings, metrics)
+    predictions = Predictions(follower, metrics)
     prefect = PrefectRuns(settings)
 
     @asynccontextmanager
@@ -64,8 +66,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         docs_url=None,  # routes.docs serves Swagger UI without a CDN
         redoc_url=None,
     )
-    app.state.settings = settings
+    # Read by the routes' dependencies (iris_api.deps), not by the routes.
     app.state.follower = follower
+    app.state.predictions = predictions
     app.state.metrics = metrics
     app.state.prefect = prefect
     app.include_router(predict.router(settings.batch_limit))
@@ -79,7 +82,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     errors.install(app)
     if settings.fast_path:
         # Added before the instrumentator, so it runs inside it: counted and timed as usual.
-        app.add_middleware(PredictFastPath, follower=follower)
+        app.add_middleware(PredictFastPath, predictions=predictions)
     # A full batch is about 100 bytes a row; anything far larger is refused with 413.
     app.add_middleware(BodyLimit, limit=max(2**20, settings.batch_limit * 1024))
     Instrumentator(registry=metrics.registry, excluded_handlers=["/metrics"]).instrument(

@@ -1,4 +1,5 @@
-"""What the routes take from a request.
+"""What the routes take from a request: the app's parts as `Annotated` dependencies (the
+app factory puts them in `app.state`; only this module reads it), and their bodies (`parse`).
 
 The prediction routes read their body themselves (`parse`): pydantic validates the raw bytes in
 one Rust call, where FastAPI's body parameters would decode JSON in Python, then validate, then
@@ -14,9 +15,12 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from iris_api.errors import NotReady, UnsupportedMediaType
+from iris_api.errors import UnsupportedMediaType
 from iris_api.follower import ModelFollower
+from iris_api.metrics import Metrics
 from iris_api.model import Predictor
+from iris_api.predicting import Predictions
+from iris_api.prefect import PrefectRuns
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -46,26 +50,36 @@ def body_schema(model: type[BaseModel], examples: dict[str, Any] | None = None) 
     return {"requestBody": {"required": True, "content": {"application/json": media}}}
 
 
-def predictor(request: Request) -> Predictor:
-    """The served model, or 503 with the reason there is none yet."""
-    return serving(request.app.state.follower)
-
-
-def serving(follower: ModelFollower) -> Predictor:
-    model = follower.current
-    if model is None:
-        raise NotReady(follower.reason, follower.settings.poll_interval_s)
-    return model
-
-
+# Async, so FastAPI calls them on the event loop (it runs plain functions in a thread pool).
 async def _follower(request: Request) -> ModelFollower:
     follower: ModelFollower = request.app.state.follower
     return follower
 
 
+async def _predictions(request: Request) -> Predictions:
+    predictions: Predictions = request.app.state.predictions
+    return predictions
+
+
 async def _predictor(request: Request) -> Predictor:
-    return predictor(request)
+    predictions: Predictions = request.app.state.predictions
+    return predictions.model()
+
+
+async def _metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+async def _prefect(request: Request) -> PrefectRuns:
+    prefect: PrefectRuns = request.app.state.prefect
+    return prefect
 
 
 FollowerDep = Annotated[ModelFollower, Depends(_follower)]
+#: The prediction path (`iris_api.predicting`): what the prediction routes take.
+PredictionsDep = Annotated[Predictions, Depends(_predictions)]
+#: The served model, or 503 with the reason there is none yet.
 PredictorDep = Annotated[Predictor, Depends(_predictor)]
+MetricsDep = Annotated[Metrics, Depends(_metrics)]
+PrefectDep = Annotated[PrefectRuns, Depends(_prefect)]

@@ -1,6 +1,6 @@
 """POST /predict answered straight from ASGI, skipping routing and FastAPI's request machinery.
 
-Same parsing (`parse_body`), same model call (`predict_one`), same errors (`answer`) as the
+Same parsing (`parse_body`), same prediction (`Predictions.one`), same errors (`answer`) as the
 `/predict` route, which stays for the OpenAPI schema, for the metrics' handler name and for
 `IRIS_API_FAST_PATH=false`. It sits inside the Prometheus instrumentator, so the request is
 counted and timed like any other. Why: on one uvicorn worker, routing, the exception middleware,
@@ -13,19 +13,18 @@ from __future__ import annotations
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from iris_api.deps import parse_body, serving
+from iris_api.deps import parse_body
 from iris_api.errors import KNOWN, Answer, answer
-from iris_api.follower import ModelFollower
-from iris_api.routes.predict import predict_one
+from iris_api.predicting import Predictions
 from iris_api.schemas import PredictInput
 
 PATH = "/predict"
 
 
 class PredictFastPath:
-    def __init__(self, app: ASGIApp, follower: ModelFollower) -> None:
+    def __init__(self, app: ASGIApp, predictions: Predictions) -> None:
         self.app = app
-        self.follower = follower
+        self.predictions = predictions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
@@ -46,7 +45,7 @@ class PredictFastPath:
             more = message.get("more_body", False)
         try:
             flower = parse_body(content_type, b"".join(chunks), PredictInput)
-            out = Answer(200, orjson.dumps(predict_one(flower, serving(self.follower))))
+            out = Answer(200, orjson.dumps(self.predictions.one(flower)))
         except KNOWN as exc:
             out = answer(exc)
         await out.send(send)

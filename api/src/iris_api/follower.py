@@ -32,8 +32,9 @@ class ModelFollower:
     def wanted(self) -> str:
         return f"models:/{self.settings.model_name}@{self.settings.model_alias}"
 
-    def refresh(self) -> bool:
-        """One registry check (blocking). True when a new version was swapped in."""
+    def fetch(self) -> Predictor | None:
+        """One registry check (blocking): the aliased version, downloaded and checked, when it
+        is not the one served and is ready to load; else None."""
         s = self.settings
         try:
             found = self._registry.version(s.model_name, s.model_alias)
@@ -46,41 +47,45 @@ class ModelFollower:
             else:
                 log.warning("%s is gone from the registry; still serving version %s",
                             self.wanted, self.current.version.version)  # fmt: skip
-            return False
+            return None
         if self.current is not None and self.current.version.version == found.version:
-            return False
+            return None
         if found.status != "READY":
             log.info(
                 "%s version %s is %s: not loading it yet", found.name, found.version, found.status
             )
-            return False
+            return None
         try:
-            predictor = load(self._registry, found, s.ort_threads, self.metrics)
+            return load(self._registry, found, s.ort_threads)
         except (RegistryError, ModelError) as e:
             self.metrics.reload_failed.inc()
             log.error("cannot load %s version %s: %s", found.name, found.version, e)
             raise
+
+    def swap(self, predictor: Predictor) -> None:
+        """Serve `predictor` from the next request on, the drift window on its reference bins.
+        Called on the event loop, between requests, so the monitor never changes under one."""
         previous = self.current
         self.current = predictor  # the swap: requests in flight keep the object they hold
+        if self.metrics.drift is not None:
+            self.metrics.drift.set_reference(predictor.reference)
+        v = predictor.version
         self.metrics.reload_ok.inc()
         self.metrics.model_loaded.set(1)
         self.metrics.model.info(
-            {
-                "name": found.name,
-                "version": found.version,
-                "alias": found.alias,
-                "run_id": found.run_id,
-            }
+            {"name": v.name, "version": v.version, "alias": v.alias, "run_id": v.run_id}
         )
-        log.info("serving %s version %s (was %s)", found.name, found.version,
+        log.info("serving %s version %s (was %s)", v.name, v.version,
                  previous.version.version if previous else "none")  # fmt: skip
-        return True
 
     async def _check(self) -> bool:
-        """One check off the event loop; False when it failed (logged, counted). Never raises:
-        the follower must outlive any surprise, or the service would silently stop following."""
+        """One check, its blocking part off the event loop; False when it failed (logged,
+        counted). Never raises: the follower must outlive any surprise, or the service would
+        silently stop following."""
         try:
-            await asyncio.to_thread(self.refresh)
+            predictor = await asyncio.to_thread(self.fetch)
+            if predictor is not None:
+                self.swap(predictor)
         except (RegistryError, ModelError) as e:
             if self.current is None:
                 self.reason = str(e)

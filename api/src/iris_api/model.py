@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -12,7 +11,6 @@ import numpy.typing as npt
 import onnxruntime as ort
 import yaml
 
-from iris_api.metrics import Metrics
 from iris_core import CLASS_NAMES, EXAMPLES, N_FEATURES, drift
 from iris_core.registry import AliasedVersion, Registry, RegistryError
 
@@ -34,12 +32,13 @@ class Outputs:
 
 @dataclass(frozen=True, slots=True)
 class Predictor:
-    """An immutable model plus the metric children it feeds; swapped whole, never mutated."""
+    """An immutable model; swapped whole, never mutated. It records nothing: counting a call
+    as a prediction is `iris_api.predicting.Predictions.predict`'s job, so /suggest can ask
+    the model's opinion without it being counted."""
 
     version: AliasedVersion
     session: ort.InferenceSession
     input_name: str
-    metrics: Metrics
     #: The training inputs' reference bins (ONNX metadata), for the drift score; None if absent.
     reference: dict[str, drift.FeatureReference] | None = None
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -51,34 +50,9 @@ class Predictor:
         except (KeyError, ValueError):
             return None
 
-    def run(self, x: npt.NDArray[np.float32], record: bool = True) -> Outputs:
-        """Raw outputs for rows `x` (float32, [N, 4]), recorded in the metrics (predictions,
-        inputs, drift) unless `record` is False (a model call that is not a prediction)."""
-        start = time.perf_counter()
+    def infer(self, x: npt.NDArray[np.float32]) -> Outputs:
+        """Raw outputs for rows `x` (float32, [N, 4])."""
         labels, probabilities = self.session.run(OUTPUT_NAMES, {self.input_name: x})
-        if not record:
-            return Outputs(labels, probabilities)
-        m = self.metrics
-        m.inference.observe(time.perf_counter() - start)
-        monitor = m.drift
-        if monitor is not None and monitor.reference is not self.reference:
-            monitor.set_reference(self.reference)  # a new model: its own reference bins
-        if len(labels) == 1:  # the common case, without numpy's per-call overhead
-            label = int(labels[0])
-            m.predicted_by_index[label].inc()
-            m.confidence.observe(float(probabilities[0, label]))
-            if monitor is not None:
-                monitor.observe(x[0].tolist())
-        else:
-            counts = np.bincount(labels, minlength=len(CLASS_NAMES)).tolist()
-            for child, n in zip(m.predicted_by_index, counts, strict=True):
-                if n:
-                    child.inc(n)
-            for p in probabilities.max(axis=1).tolist():
-                m.confidence.observe(p)
-            if monitor is not None:
-                for row in x.tolist():
-                    monitor.observe(row)
         return Outputs(labels, probabilities)
 
 
@@ -142,10 +116,10 @@ def reference(session: ort.InferenceSession) -> dict[str, drift.FeatureReference
         raise ModelError(f"the model's drift reference is malformed: {e}") from e
 
 
-def load(registry: Registry, version: AliasedVersion, threads: int, metrics: Metrics) -> Predictor:
+def load(registry: Registry, version: AliasedVersion, threads: int) -> Predictor:
     """Download, build and check a version; raises RegistryError or ModelError."""
     session = session_from_bytes(download(registry, version), threads)
-    return Predictor(version, session, check(session), metrics, reference(session))
+    return Predictor(version, session, check(session), reference(session))
 
 
 __all__ = ["ModelError", "Outputs", "Predictor", "RegistryError", "load"]

@@ -7,6 +7,12 @@ a 404 on `create_flow_run` (the deployment was re-created) looks it up again. Pr
 time-outs, dropped connections and 502/504 are retried with backoff, always with the same idempotency key, so a
 retry never creates a second run; this process sends IRIS_API_PREFECT_CONCURRENCY requests at a
 time (1: SQLite's one writer). Any failure is an `Upstream` error; nothing is accepted.
+
+Tests, benchmarks and `make screenshots` use `iris_testing.prefect_rest.PrefectRest` instead:
+synchronous calls that clone deployments, list runs and wait until they are final; they never
+create flow runs and never run in the serving process. This client is the only one in the API
+image: async, one deployment, idempotency keys, a concurrency limit, every failure an
+`Upstream` error.
 """
 
 from __future__ import annotations

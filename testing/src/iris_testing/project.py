@@ -46,12 +46,13 @@ def copy_pipeline(root: Path, dest: Path) -> Path:
     return dest
 
 
-def member_env(package: str, venv: Path) -> Path:
-    """What a member's image installs: `uv sync --package NAME --no-dev` into `venv`; its bin/."""
+def member_env(package: str, venv: Path, root: Path = ROOT) -> Path:
+    """What a member's image installs: `uv sync --package NAME --no-dev` into `venv`, from the
+    project at `root` (default this one); its bin/."""
     uv = os.environ.get("UV") or shutil.which("uv") or str(ROOT / "scripts" / "uv.sh")
     sync = subprocess.run(
         [uv, "sync", "--frozen", "--no-dev", "--package", package, "--no-editable"],
-        cwd=ROOT,
+        cwd=root,
         env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_COMPILE_BYTECODE": "1"},
         capture_output=True,
         text=True,

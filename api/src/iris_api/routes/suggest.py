@@ -7,10 +7,8 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Header, Request
 
-from iris_api.deps import body_schema, parse
+from iris_api.deps import FollowerDep, MetricsDep, PrefectDep, body_schema, parse
 from iris_api.errors import JSONBytes, Upstream
-from iris_api.metrics import Metrics
-from iris_api.prefect import PrefectRuns
 from iris_api.routes.predict import ERRORS
 from iris_api.schemas import SUGGEST_EXAMPLES, ErrorBody, SuggestInput, SuggestOutput
 from iris_core import CLASS_NAMES
@@ -31,6 +29,9 @@ router = APIRouter(tags=["feedback"])
 )
 async def suggest(
     request: Request,
+    follower: FollowerDep,
+    runs: PrefectDep,
+    metrics: MetricsDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -43,15 +44,12 @@ async def suggest(
     every few rows (5 by default) it fine-tunes the model. 202 with the flow run id once
     Prefect has the run; 503 if it cannot be reached (nothing is stored then)."""
     feedback = await parse(request, SuggestInput)
-    runs: PrefectRuns = request.app.state.prefect
-    metrics: Metrics = request.app.state.metrics
-    model = request.app.state.follower.current
+    model = follower.current
     predicted: str | None = None
     if model is not None:
-        # Not a prediction: kept out of the prediction, input and drift metrics.
-        outputs = model.run(np.array([feedback.row()], dtype=np.float32), record=False)
-        label = int(outputs.labels[0])
-        predicted = CLASS_NAMES[label]
+        # The model's opinion, not a prediction: `infer` leaves the prediction metrics alone.
+        outputs = model.infer(np.array([feedback.row()], dtype=np.float32))
+        predicted = CLASS_NAMES[int(outputs.labels[0])]
     parameters: dict[str, Any] = feedback.model_dump()
     try:
         run = await runs.create(

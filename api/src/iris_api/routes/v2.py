@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 
-from iris_api.deps import FollowerDep, PredictorDep, body_schema, parse, predictor
+from iris_api.deps import FollowerDep, PredictionsDep, PredictorDep, body_schema, parse
 from iris_api.errors import JSONBytes
 from iris_api.routes.predict import ERRORS
 from iris_api.schemas import (
@@ -69,10 +69,10 @@ def router(model_name: str, batch_limit: int) -> APIRouter:
         responses=ERRORS,
         openapi_extra=body_schema(V2InferRequest),
     )
-    async def infer(http: Request) -> JSONBytes:
+    async def infer(http: Request, predictions: PredictionsDep) -> JSONBytes:
         """Rows of 4 measurements (cm) in; `label` (INT64 [N]) and `probabilities` (FP32 [N, 3]) out."""
         request = await parse(http, V2InferRequest)
-        model = predictor(http)
+        model = predictions.model()
         tensor = request.inputs[0]
         n, width = tensor.shape
         problems: list[dict[str, Any]] = []
@@ -86,7 +86,8 @@ def router(model_name: str, batch_limit: int) -> APIRouter:
             )
         if problems:
             raise RequestValidationError(problems)
-        outputs = model.run(np.asarray(tensor.data, dtype=np.float32).reshape(n, width))
+        x = np.asarray(tensor.data, dtype=np.float32).reshape(n, width)
+        outputs = predictions.predict(model, x)
         wanted = (
             {o.name for o in request.outputs} if request.outputs else {"label", "probabilities"}
         )
