@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from mlflow.tracking import MlflowClient  # noqa: PLC0415
 
-    from iris_finetune.store import FeedbackStore  # noqa: PLC0415
+    from iris_core.feedback import STORE_URL  # noqa: PLC0415
     from iris_stack.deploy import deploy_local, wait_pool_ready  # noqa: PLC0415
     from iris_stack.process import running  # noqa: PLC0415
     from iris_stack.services import (  # noqa: PLC0415
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         out = tmp / "train"
         train(small_params(), params, tmp / "data", out / "m.json", out / "c.csv", tracking, 2)
         deploy_local(prefect_url, tmp / "client", POOL, ROOT)
-        store = FeedbackStore(tmp / "feedback.db")
+        store_url = f"sqlite:///{tmp / 'feedback.db'}"
         worker = prefect_worker(
             POOL,
             prefect_url,
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
             free_port(),
             tmp / "worker.log",
             env={
-                "IRIS_FINETUNE_FEEDBACK_DB": str(store.path),
+                STORE_URL: store_url,
                 "IRIS_FINETUNE_SKLEARN_MODEL_NAME": params.sklearn_model_name,
                 "IRIS_FINETUNE_ONNX_MODEL_NAME": params.onnx_model_name,
                 "IRIS_FINETUNE_EXPERIMENT": params.experiment,
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
             env={
                 "IRIS_API_MODEL_NAME": params.onnx_model_name,
                 "IRIS_API_PREFECT_API_URL": prefect_url,
+                STORE_URL: store_url,
                 "IRIS_API_POLL_INTERVAL_S": str(args.poll),
             },
         )

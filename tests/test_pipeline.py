@@ -16,8 +16,8 @@ import httpx
 import pytest
 import yaml
 
+from iris_core.feedback import FeedbackStore
 from iris_core.registry import version_by_alias
-from iris_finetune.store import FeedbackStore
 from iris_stack.process import answers
 from iris_testing.data import Archive
 from iris_testing.ports import free_port
@@ -99,7 +99,7 @@ def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
         assert answer.json()["model_version"] == "1"
         assert run([stack, "status"], project, env).returncode == 0
 
-        # Feedback goes through the stack's Prefect and worker into its feedback store.
+        # Feedback is stored by the API, then applied by a run of the stack's Prefect worker.
         suggested = httpx.post(
             f"{api}/suggest",
             json={
@@ -111,11 +111,11 @@ def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
             },
         )
         assert suggested.status_code == 202, suggested.text
-        store = FeedbackStore(tmp_path / "state" / "feedback.db")
-        deadline = time.monotonic() + 120
-        while store.count() < 1:
-            assert time.monotonic() < deadline, "the flow run did not store the row"
-            time.sleep(0.25)
+        with FeedbackStore.open(f"sqlite:///{tmp_path / 'state' / 'feedback.db'}") as store:
+            deadline = time.monotonic() + 120
+            while store.backlog(every=5).applied < 1:
+                assert time.monotonic() < deadline, "no flow run applied the row"
+                time.sleep(0.25)
         assert "IrisModel      version 1 @champion (test accuracy" in first.stdout
         assert "IrisDev        version 1 @champion (test accuracy" in first.stdout
         accuracy = float(first.stdout.split("Test accuracy")[1].split()[0])

@@ -15,7 +15,9 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel
 
 from iris_api import errors
+from iris_api.access import FeedbackAccess
 from iris_api.fastpath import PredictFastPath
+from iris_api.feedback import FeedbackOutbox
 from iris_api.follower import ModelFollower
 from iris_api.limits import BodyLimit
 from iris_api.metrics import REQUEST_BUCKETS, Metrics
@@ -29,7 +31,7 @@ DESCRIPTION = """
 Classifies Iris flowers from four measurements (cm) with the ONNX model that carries the
 registry alias being followed (`{wanted}`). New versions are picked up without a restart;
 `GET /model` tells which one answers. `POST /suggest` takes feedback (measurements and the
-true class) and hands it to a Prefect flow that fine-tunes the model every few rows.
+true class), stores it, and a Prefect flow applies it and fine-tunes the model every few rows.
 """
 
 
@@ -41,10 +43,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     follower = ModelFollower(settings, metrics)
     predictions = Predictions(follower, metrics)
     prefect = PrefectRuns(settings)
+    outbox = FeedbackOutbox(settings, prefect, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await follower.start()
+        await outbox.start()
         watch = None
         if settings.prefect_poll_s > 0:
             watch = asyncio.create_task(prefect.watch(metrics.flow_runs, settings.prefect_poll_s))
@@ -55,6 +59,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watch
+            await outbox.stop()
             await follower.stop()
             await prefect.close()
 
@@ -70,7 +75,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.follower = follower
     app.state.predictions = predictions
     app.state.metrics = metrics
-    app.state.prefect = prefect
+    app.state.outbox = outbox
+    app.state.access = FeedbackAccess(settings)
     app.include_router(predict.router(settings.batch_limit))
     app.include_router(suggest.router)
     app.include_router(model.router)

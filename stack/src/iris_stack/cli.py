@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from iris_core.feedback.database import STORE_URL
 from iris_core.params import ParamsError, RegistryParams, load_params
 from iris_core.registry import AliasedVersion, RegistryError, version_by_alias
 from iris_stack.deploy import deploy_local, wait_pool_ready
@@ -188,7 +189,7 @@ def _start_worker(settings: StackSettings, names: dict[str, str]) -> None:
         settings.mlflow_url,
         settings.worker_health_port,
         settings.state_dir / "worker.log",
-        env={**names, "IRIS_FINETUNE_FEEDBACK_DB": str(settings.feedback_db)},
+        env={**names, STORE_URL: f"sqlite:///{settings.feedback_db}"},
         host=settings.host,
     )
     typer.echo(start(settings, worker), err=True)
@@ -202,7 +203,11 @@ def _start_api(settings: StackSettings, names: dict[str, str]) -> None:
         settings.mlflow_url,
         settings.state_dir / "api.log",
         settings.host,
-        env={**names, "IRIS_API_PREFECT_API_URL": settings.prefect_url},
+        env={
+            **names,
+            "IRIS_API_PREFECT_API_URL": settings.prefect_url,
+            STORE_URL: f"sqlite:///{settings.feedback_db}",
+        },
     )
     typer.echo(start(settings, api), err=True)
     wait(settings, api, url=ready_url(api))
