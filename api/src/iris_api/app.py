@@ -39,7 +39,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     # `*_created` series double the size of /metrics and no dashboard reads them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
-    metrics = Metrics(settings.drift_window, settings.drift_min_rows, settings.input_monitoring)
+    metrics = Metrics(
+        settings.drift_window,
+        settings.drift_min_rows,
+        settings.input_monitoring,
+        feedback_store=settings.feedback_store_url is not None,
+    )
     follower = ModelFollower(settings, metrics)
     predictions = Predictions(follower, metrics)
     prefect = PrefectRuns(settings)

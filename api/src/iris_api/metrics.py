@@ -21,10 +21,17 @@ CONFIDENCE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 class Metrics:
     def __init__(
-        self, drift_window: int = 1000, drift_min_rows: int = 100, inputs: bool = True
+        self,
+        drift_window: int = 1000,
+        drift_min_rows: int = 100,
+        inputs: bool = True,
+        feedback_store: bool = True,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The feedback store's gauges only where a store is configured (an API without one
+        # would otherwise report it down).
+        store = r if feedback_store else None
         # Input histograms and drift scores (computed at scrape time), unless turned off.
         self.drift = DriftMonitor(drift_window, drift_min_rows) if inputs else None
         if self.drift is not None:
@@ -74,26 +81,26 @@ class Metrics:
         # The feedback store's backlog, read every IRIS_API_FEEDBACK_CHECK_S (every replica
         # reads the same store: aggregate with max, not sum).
         self.feedback_store_up = Gauge(
-            "iris_feedback_store_up", "1 while the feedback store answers", registry=r
+            "iris_feedback_store_up", "1 while the feedback store answers", registry=store
         )
         self.feedback_pending = Gauge(
-            "iris_feedback_pending_rows", "Stored feedback rows no run has applied yet", registry=r
+            "iris_feedback_pending_rows", "Stored feedback rows no run has applied yet", registry=store
         )
         self.feedback_pending_age = Gauge(
             "iris_feedback_oldest_pending_age_seconds",
             "Age of the oldest pending feedback row (0: none pending)",
-            registry=r,
+            registry=store,
         )
         self.feedback_applied = Gauge(
-            "iris_feedback_applied_rows", "Feedback rows applied by flow runs", registry=r
+            "iris_feedback_applied_rows", "Feedback rows applied by flow runs", registry=store
         )
         self.feedback_owed = Gauge(
-            "iris_feedback_owed_finetunes", "Fine-tunes owed that no run is running", registry=r
+            "iris_feedback_owed_finetunes", "Fine-tunes owed that no run is running", registry=store
         )
         self.feedback_owed_age = Gauge(
             "iris_feedback_owed_age_seconds",
             "How long the first owed fine-tune has waited for a run (0: none)",
-            registry=r,
+            registry=store,
         )
         self.feedback_runs = Counter(
             "iris_feedback_runs_requested",
