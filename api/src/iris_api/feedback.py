@@ -187,10 +187,16 @@ class FeedbackOutbox:
 
     async def _request(self, upto: int) -> None:
         """A run for the rows stored up to id `upto` (its key: retries and replicas asking for
-        the same rows get the same run)."""
-        run = await self.runs.create({}, f"apply-{upto}")
-        self.requests["new"] += 1
-        self.metrics.feedback_runs.labels("new").inc()
+        the same rows get the same run), unless the last run asked for has not started yet: a
+        run applies every row stored before it starts, so it takes these too. A burst of
+        suggestions therefore costs a few runs (a process or a pod each), not one a row."""
+        last = self._last_run
+        if last is not None and await self.runs.waiting(last.id):
+            run = last
+        else:
+            run = await self.runs.create({}, f"apply-{upto}")
+            self.requests["new"] += 1
+            self.metrics.feedback_runs.labels("new").inc()
         async with self._changed:
             self._requested = max(self._requested, upto)
             self._last_run = run
@@ -206,15 +212,20 @@ class FeedbackOutbox:
         self.metrics.feedback_store_up.set(1)
         self._export(backlog)
         stale = self.settings.feedback_stale_s
+        # Owed fine-tunes are a running run's to do while it holds the first of them.
+        owed_since = backlog.owed_since if backlog.running == 0 else None
         late = [
             moment
-            for moment in (backlog.oldest_pending_at, backlog.owed_since)
+            for moment in (backlog.oldest_pending_at, owed_since)
             if moment is not None and (backlog.now - moment).total_seconds() > stale
         ]
+        if late and self._last_run is not None and await self.runs.waiting(self._last_run.id):
+            late = []  # the last run asked for has not started: it will take them
         if late:
             # One key per stale period: replicas (and retries) share the run.
             period = int(time.time() // stale)
-            await self.runs.create({}, f"catchup-{period}")
+            run = await self.runs.create({}, f"catchup-{period}")
+            self._last_run = run
             self.requests["catchup"] += 1
             self.metrics.feedback_runs.labels("catchup").inc()
             log.warning(
