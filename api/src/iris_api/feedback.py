@@ -71,6 +71,7 @@ class FeedbackOutbox:
         #: Runs asked for by this process: for new rows, and to catch up.
         self.requests = {"new": 0, "catchup": 0}
         self._changed = asyncio.Condition()
+        self._opening = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -93,17 +94,18 @@ class FeedbackOutbox:
 
     async def _open(self) -> bool:
         """Open (and migrate) the store; False, with the reason kept, while it is unreachable."""
-        if self.store is not None:
-            return True
         url = self.settings.feedback_store_url
         assert url is not None  # noqa: S101 (only called when configured)
-        try:
-            self.store = await asyncio.to_thread(FeedbackStore.open, url)
-        except StoreUnavailable as e:
-            self.reason = str(e)
-            self.metrics.feedback_store_up.set(0)
-            log.warning("feedback store not open: %s", e)
-            return False
+        async with self._opening:  # one attempt at a time; the others use its store
+            if self.store is not None:
+                return True
+            try:
+                self.store = await asyncio.to_thread(FeedbackStore.open, url)
+            except StoreUnavailable as e:
+                self.reason = str(e)
+                self.metrics.feedback_store_up.set(0)
+                log.warning("feedback store not open: %s", e)
+                return False
         self.metrics.feedback_store_up.set(1)
         log.info("feedback store: %s", self.store.location)
         return True

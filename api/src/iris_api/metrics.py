@@ -84,7 +84,9 @@ class Metrics:
             "iris_feedback_store_up", "1 while the feedback store answers", registry=store
         )
         self.feedback_pending = Gauge(
-            "iris_feedback_pending_rows", "Stored feedback rows no run has applied yet", registry=store
+            "iris_feedback_pending_rows",
+            "Stored feedback rows no run has applied yet",
+            registry=store,
         )
         self.feedback_pending_age = Gauge(
             "iris_feedback_oldest_pending_age_seconds",
