@@ -212,11 +212,24 @@ class Postgres:
         except (OSError, ValueError):
             return None
 
+    def running_pid(self) -> int | None:
+        """The pid of this cluster's server if it runs. A lock file left by a server that
+        crashed names a dead process, or one that reused its pid: neither counts (the server
+        itself replaces such a file when it starts)."""
+        pid = self.postmaster_pid()
+        if pid is None or not alive(pid):
+            return None
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return pid  # no /proc to ask: trust the lock file
+        return pid if os.fsencode(self.data_dir) in argv else None
+
     def stop(self, grace_s: float = 30.0) -> bool:
         """A fast shutdown (what `pg_ctl stop -m fast` sends), waiting up to `grace_s` for the
         server to exit; works whichever process started it. False if none was running."""
-        pid = self.postmaster_pid()
-        if pid is None or not alive(pid):
+        pid = self.running_pid()
+        if pid is None:
             return False
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGINT)
