@@ -33,6 +33,7 @@ from iris_stack.process import Service, running
 from iris_stack.services import prefect_server, prefect_worker
 from iris_testing.api import api_process
 from iris_testing.feedback import FeedbackCase
+from iris_testing.kill import kill_tree
 from iris_testing.ports import free_port
 from iris_testing.postgres import new_database, postgres_cluster
 from iris_testing.prefect_rest import PrefectRest
@@ -302,12 +303,12 @@ def test_a_worker_killed_while_its_run_fine_tunes_leaves_the_work_to_a_later_run
     api_bin: Path,
     finetune_bin: Path,
 ) -> None:
-    """A worker of its own is killed (SIGKILL, its flow run process too) while its run holds
+    """A worker of its own is killed (SIGKILL, its flow run processes too) while its run holds
     the fine-tune at 5 rows; a new worker's run (asked for by the API's catch-up) takes the
     fine-tune over once the dead run's lease runs out: rows applied once, one fine-tune, one
     new version."""
     pool = f"iris-kill-{free_port()}"
-    deploy_local(prefect.url, tmp_path / "client", pool, ROOT)
+    prefect.request("POST", "/work_pools/", json={"name": pool, "type": "process"})
     case = FeedbackCase.create(
         prefect, registered, tmp_path, store_url=store_url, pool=pool, IRIS_FINETUNE_LEASE_S="8"
     )
@@ -327,8 +328,9 @@ def test_a_worker_killed_while_its_run_fine_tunes_leaves_the_work_to_a_later_run
             )
         finally:
             assert doomed.process is not None
-            os.killpg(doomed.process.pid, signal.SIGKILL)
+            killed = kill_tree(doomed.process.pid)  # the worker and its flow run processes
             doomed.process.wait(timeout=10)
+        assert len(killed) > 1  # a flow run process was running
         [held] = case.store.finetunes()
         assert (held.rows, held.finished) == (5, False)
         stack.enter_context(

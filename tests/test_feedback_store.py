@@ -394,6 +394,21 @@ def test_a_finetune_whose_run_was_killed_is_taken_over_after_its_lease(
     ]
 
 
+def test_a_released_finetune_is_taken_over_at_once(store: FeedbackStore) -> None:
+    """A run being stopped (not failing) releases its claim: no outcome, no lease to wait."""
+    for i in range(5):
+        store.add(flower(i), SETOSA, f"k{i}", "api")
+    store.claim_pending("run")
+    assert store.next_finetune(5, "stopped", lease_s=600) == Claim(5, attempt=1)
+    with pytest.raises(ClaimLost):
+        store.release_finetune(5, "another")
+    store.release_finetune(5, "stopped")
+    assert store.backlog(every=5).owed == 1
+    assert store.next_finetune(5, "next", lease_s=600) == Claim(5, attempt=2)
+    with pytest.raises(ClaimLost):
+        store.finish_finetune(5, "stopped", Outcome.FAILED, "too late")
+
+
 # --- schema ---------------------------------------------------------------------------------
 
 

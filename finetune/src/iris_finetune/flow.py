@@ -112,12 +112,18 @@ def fine_tune_at(
 ) -> dict[str, Any]:
     """The fine-tune on the first `rows` applied rows, claimed by this run; its steps run as
     tasks inside this one, and the store records how it ended (FAILED if a step raised: the
-    next fine-tune trains on these rows too)."""
+    next fine-tune trains on these rows too; released, for another run, if the run was
+    stopped)."""
     logger = get_run_logger()
     try:
         outcome = fine_tune(settings, store.rows(rows), run_id)
-    except BaseException as e:
+    except Exception as e:
         store.finish_finetune(rows, run_id, Outcome.FAILED, f"{type(e).__name__}: {e}")
+        raise
+    except BaseException:
+        # Stopped, not failed (SIGTERM: a pod evicted, a worker shutting down): the next run
+        # takes the fine-tune over at once.
+        store.release_finetune(rows, run_id)
         raise
     result = Outcome.REGISTERED if outcome.registered else Outcome.REJECTED
     store.finish_finetune(rows, run_id, result, outcome.reason)
