@@ -437,6 +437,8 @@ def test_one_idempotency_key_is_one_row_also_at_once_and_a_recreated_deployment_
         reused = client.post("/suggest", json=suggestion(2), headers=key)
         assert reused.status_code == 409, reused.text
         wait_applied(case, 2, 0, 120)
+        asked = len(case.prefect.runs(case.deployment_id))
+        case.prefect.wait_final(asked, 120, deployment_id=case.deployment_id)
 
         # The deployment is deleted and created again under a new id: the cached id answers
         # 404 and the API looks the name up again.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -32,6 +33,7 @@ from iris_core.feedback import (
     SOURCE_FLOW_RUN,
     Added,
     Claimed,
+    ClaimLost,
     Feedback,
     FeedbackStore,
     Held,
@@ -97,12 +99,22 @@ def register(
     return steps.register(settings, parent, tuned, evaluated)
 
 
-def fine_tune(settings: FinetuneSettings, rows: list[Feedback], run_id: str) -> TuneOutcome:
-    """`iris_finetune.tune.fine_tune`, each step a task (`rows`: the feedback to tune on)."""
+def fine_tune(
+    settings: FinetuneSettings,
+    rows: list[Feedback],
+    run_id: str,
+    still_ours: Callable[[], None] = lambda: None,
+) -> TuneOutcome:
+    """`iris_finetune.tune.fine_tune`, each step a task (`rows`: the feedback to tune on);
+    `still_ours` before each step renews the claim (ClaimLost: another run took it over)."""
     with tempfile.TemporaryDirectory(prefix="iris-finetune-") as tmp:
+        still_ours()
         parent = load_champion(settings, Path(tmp))
+        still_ours()
         tuned = tune(settings, parent, rows)
+        still_ours()
         evaluated = evaluate(settings, parent, tuned, run_id)
+        still_ours()
         return register(settings, parent, tuned, evaluated)
 
 
@@ -115,8 +127,15 @@ def fine_tune_at(
     next fine-tune trains on these rows too; released, for another run, if the run was
     stopped)."""
     logger = get_run_logger()
+
+    def still_ours() -> None:  # a live run keeps its claim however long the steps take
+        store.renew_finetune(rows, run_id, settings.lease_s)
+
     try:
-        outcome = fine_tune(settings, store.rows(rows), run_id)
+        outcome = fine_tune(settings, store.rows(rows), run_id, still_ours)
+    except ClaimLost:
+        logger.warning("the fine-tune at %d rows was taken over by another run", rows)
+        raise
     except Exception as e:
         store.finish_finetune(rows, run_id, Outcome.FAILED, f"{type(e).__name__}: {e}")
         raise
