@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 import uuid
@@ -68,6 +69,9 @@ class FeedbackOutbox:
         self._stored = 0
         self._requested = 0
         self._last_run: FlowRun | None = None
+        #: In the key of the runs this process asks for new rows: Prefect keeps a key per flow,
+        #: and row ids start again in another store (or after a reset).
+        self._instance = uuid.uuid4().hex[:12]
         #: Runs asked for by this process: for new rows, and to catch up.
         self.requests = {"new": 0, "catchup": 0}
         self._changed = asyncio.Condition()
@@ -196,7 +200,7 @@ class FeedbackOutbox:
         if last is not None and await self.runs.waiting(last.id):
             run = last
         else:
-            run = await self.runs.create({}, f"apply-{upto}")
+            run = await self.runs.create({}, f"apply-{self._instance}-{upto}")
             self.requests["new"] += 1
             self.metrics.feedback_runs.labels("new").inc()
         async with self._changed:
@@ -224,9 +228,11 @@ class FeedbackOutbox:
         if late and self._last_run is not None and await self.runs.waiting(self._last_run.id):
             late = []  # the last run asked for has not started: it will take them
         if late:
-            # One key per stale period: replicas (and retries) share the run.
+            # One key per store, deployment and stale period: replicas (and retries) share
+            # the run. (Prefect keys are per flow: the store and deployment keep them apart.)
             period = int(time.time() // stale)
-            run = await self.runs.create({}, f"catchup-{period}")
+            where = hashlib.sha256(f"{self.store.location} {self.runs.name}".encode()).hexdigest()
+            run = await self.runs.create({}, f"catchup-{where[:16]}-{period}")
             self._last_run = run
             self.requests["catchup"] += 1
             self.metrics.feedback_runs.labels("catchup").inc()
