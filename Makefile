@@ -14,9 +14,19 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 RUN := $(UV) run --frozen
 
-.PHONY: help sync up down status test test-fast test-tools lint screenshots bench bench-serving bench-feedback bench-tools
+# The images, one per member with a Dockerfile, named <IMAGE_REPOSITORY>/<member>:<IMAGE_TAG>
+# (`make image-names` prints them for other tools); the tag defaults to the project's version.
+IMAGES := api training finetune
+IMAGE_REPOSITORY ?= iris-mlops
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+IMAGE_TAG ?= $(VERSION)
+# The kind cluster of k8s/kind-config.yaml
+KIND_CLUSTER := iris-mlops
+
+.PHONY: help sync up down status test test-fast test-tools lint screenshots bench bench-serving bench-feedback bench-tools \
+	image-names k8s-tools kind-up kind-down k8s-dev k8s-run k8s-e2e
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 sync:  ## install the locked environment into .venv
 	$(UV) sync --frozen
@@ -33,10 +43,10 @@ status:  ## which local services answer
 screenshots: sync  ## with the stack up: a little traffic, then Chromium screenshots into docs/
 	$(RUN) iris-screenshots
 
-test: sync test-tools  ## the whole test suite, with real MLflow, Prefect and API servers (what CI runs)
+test: sync test-tools k8s-tools  ## the whole test suite, with real MLflow, Prefect and API servers (what CI runs)
 	$(RUN) pytest
 
-test-fast: sync test-tools  ## the unit tier: no servers, no processes of ours (under 30 s)
+test-fast: sync test-tools k8s-tools  ## the unit tier: no servers, no processes of ours (under 30 s)
 	$(RUN) pytest -m unit
 
 lint: sync  ## uv.lock up to date, ruff, formatting and mypy (strict)
@@ -44,6 +54,28 @@ lint: sync  ## uv.lock up to date, ruff, formatting and mypy (strict)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+
+image-names:  ## the images' names, one `member name` per line
+	@for m in $(IMAGES); do echo "$$m $(IMAGE_REPOSITORY)/$$m:$(IMAGE_TAG)"; done
+
+k8s-tools:  # pinned helm 4, kubernetes-validate and checkov into .tools/ (the offline Kubernetes checks)
+	@scripts/k8s-tools.sh
+
+kind-up:  ## Kubernetes: create the kind cluster (k8s/kind-config.yaml), if missing; needs kind and docker
+	@kind get clusters 2>/dev/null | grep -qx $(KIND_CLUSTER) || kind create cluster --config k8s/kind-config.yaml
+	kubectl config use-context kind-$(KIND_CLUSTER)
+
+k8s-dev: kind-up  ## Kubernetes: skaffold dev (build, load into kind, deploy all, port-forward, watch)
+	skaffold dev --kube-context kind-$(KIND_CLUSTER) --port-forward
+
+k8s-run: kind-up  ## Kubernetes: skaffold run (build and deploy once, no watching)
+	skaffold run --kube-context kind-$(KIND_CLUSTER)
+
+k8s-e2e:  ## Kubernetes: the end-to-end check against the running cluster (scripts/k8s-e2e.sh)
+	scripts/k8s-e2e.sh kind-$(KIND_CLUSTER)
+
+kind-down:  ## Kubernetes: delete the kind cluster
+	kind delete cluster --name $(KIND_CLUSTER)
 
 bench: sync bench-tools  ## benchmarks (training, serving, feedback): print numbers, no pass/fail
 	$(RUN) python -m bench
