@@ -61,6 +61,8 @@ lint: sync  ## uv.lock up to date, ruff, formatting and mypy (strict)
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 
+# Asked to build on the local stand-in base, make it first when it is missing.
+images: $(if $(filter $(LOCAL_BASE_IMAGE),$(PYTHON_IMAGE)),base-image)
 images:  ## build the three images (PYTHON_IMAGE=... for another base)
 	@set -e; for m in $(IMAGES); do \
 	  echo "== $(IMAGE_REPOSITORY)/$$m:$(IMAGE_TAG)"; \
