@@ -59,10 +59,11 @@ DEPLOYMENT = "kubernetes"
 FEEDBACK = [CLASS_NAMES[i % 3] for i in range(5)]
 
 
-def flow_store_env(services: Services) -> dict[str, str]:
-    """The finetune container's feedback store: a SQLite file in the mounted folder, named by
-    IRIS_FINETUNE_FEEDBACK_DB, what the flow reads. The store's URL setting shared with the API
-    takes its place with {"IRIS_FEEDBACK_STORE_URL": services.postgres_url}."""
+def feedback_store_env(services: Services) -> dict[str, str]:
+    """The feedback store the API and finetune containers are given: a SQLite file in the
+    folder mounted into the finetune containers, named by IRIS_FINETUNE_FEEDBACK_DB (what the
+    flow reads; the API reads no store setting). The URL setting the two will share takes its
+    place with {"IRIS_FEEDBACK_STORE_URL": services.postgres_url}."""
     return {"IRIS_FINETUNE_FEEDBACK_DB": f"{STORE_MOUNT}/feedback.db"}
 
 
@@ -226,6 +227,7 @@ def api(docker: Docker, images: dict[str, str], services: Services) -> Iterator[
             "IRIS_API_TRACKING_URI": services.mlflow,
             "IRIS_API_POLL_INTERVAL_S": str(POLL_S),
             "IRIS_API_PREFECT_API_URL": services.prefect.url,
+            **feedback_store_env(services),
         },
         extra=["--health-interval=1s"],
     )
@@ -286,7 +288,7 @@ def finetuned(
     job = deployment["job_variables"]
     # The deployment's environment with this machine's MLflow and feedback store, as the
     # cluster's values would give them.
-    env = job["env"] | {"MLFLOW_TRACKING_URI": services.mlflow} | flow_store_env(services)
+    env = job["env"] | {"MLFLOW_TRACKING_URI": services.mlflow} | feedback_store_env(services)
     client, model = MlflowClient(services.mlflow), registry().onnx_model_name
     runs = FlowRuns([], [], [], {})
     for i, class_name in enumerate(FEEDBACK):
