@@ -110,8 +110,13 @@ def status(url: str) -> int:
     return httpx.get(url, timeout=5).status_code
 
 
+def flower(class_name: str) -> dict[str, float]:
+    """The textbook flower of a class, as /predict takes it."""
+    return dict(zip(FEATURES, EXAMPLES[class_name], strict=True))
+
+
 def feedback_row(class_name: str) -> dict[str, Any]:
-    return dict(zip(FEATURES, EXAMPLES[class_name], strict=True)) | {"class_name": class_name}
+    return flower(class_name) | {"class_name": class_name}
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -394,7 +399,7 @@ def test_the_api_becomes_ready_answers_every_class_and_serves_its_own_docs(
                POLL_S + 30)  # fmt: skip
     with httpx.Client(base_url=api.url, timeout=10) as http:
         for name in CLASS_NAMES:
-            answer = http.post("/predict", json=dict(zip(FEATURES, EXAMPLES[name], strict=True)))
+            answer = http.post("/predict", json=flower(name))
             assert answer.status_code == 200, answer.text
             assert (answer.json()["class_name"], answer.json()["model_version"]) == (name, "1")
         page = http.get("/docs")
@@ -424,10 +429,8 @@ def test_the_api_follows_the_new_version_and_wrote_nothing(
     api: Api, finetuned: FlowRuns, docker: Docker
 ) -> None:
     def served() -> str:
-        flower = dict(zip(FEATURES, EXAMPLES["Iris-setosa"], strict=True))
-        return str(
-            httpx.post(api.url + "/predict", json=flower, timeout=10).json()["model_version"]
-        )
+        answer = httpx.post(api.url + "/predict", json=flower("Iris-setosa"), timeout=10)
+        return str(answer.json()["model_version"])
 
     wait_until("the API serves version 2", lambda: served() == "2", POLL_S + 15)
     assert status(api.url + LIVENESS) == status(api.url + READINESS) == 200

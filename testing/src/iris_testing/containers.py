@@ -87,22 +87,24 @@ class Docker:
     binary: str = field(default_factory=lambda: os.environ.get("DOCKER") or "docker")
     session: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
-    def __call__(self, *args: str, timeout_s: float = 120, check: bool = True) -> str:
-        """A docker command's output; DockerError with it when the command fails."""
+    def __call__(self, *args: str, timeout_s: float = 120, stderr: bool = False) -> str:
+        """A docker command's output (its stderr too when `stderr`); DockerError with both
+        when the command fails."""
         try:
             done = subprocess.run(
                 [self.binary, *args],
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT if stderr else subprocess.PIPE,
                 text=True,
                 timeout=timeout_s,
                 check=False,
             )
         except FileNotFoundError as e:
             raise DockerError(f"{self.binary}: no docker client ({e})") from e
-        if check and done.returncode != 0:
+        if done.returncode != 0:
             raise DockerError(
                 f"`docker {' '.join(args)}` failed (exit {done.returncode}):\n"
-                f"{(done.stdout + done.stderr).strip()[-4000:]}"
+                f"{(done.stdout + (done.stderr or '')).strip()[-4000:]}"
             )
         return done.stdout
 
@@ -123,10 +125,8 @@ class Docker:
         return code, self.logs(name)
 
     def logs(self, name: str) -> str:
-        done = subprocess.run(
-            [self.binary, "logs", name], capture_output=True, text=True, timeout=60, check=False
-        )
-        return done.stdout + done.stderr
+        """What the container wrote to stdout and stderr."""
+        return self("logs", name, stderr=True)
 
     def diff(self, name: str) -> list[str]:
         """What the container changed in its root filesystem (mounts and tmpfs excluded)."""
