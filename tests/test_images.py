@@ -338,6 +338,8 @@ def test_the_images_are_labelled_run_as_10001_and_stay_within_their_size_budget(
         assert labels["org.opencontainers.image.version"] == version
         assert not re.search("://[^/]*@", labels["org.opencontainers.image.source"])  # no login
         assert image["Config"]["User"] == f"{UID}:{UID}"
+        secrets = re.compile("PASSWORD|SECRET|TOKEN|API_KEY|://[^/=]*@")
+        assert not [v for v in image["Config"]["Env"] if secrets.search(v)], member
         base = docker.inspect("image", labels["org.opencontainers.image.base.name"])
         sizes[member] = round((image["Size"] - base["Size"]) / 1e6)
     assert all(sizes[m] <= BUDGET_MB[m] for m in sizes), f"MB above the base: {sizes}"
