@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -35,11 +37,12 @@ from iris_core import CLASS_NAMES, EXAMPLES, FEATURES
 from iris_core.params import registry
 from iris_finetune.flow import FLOW_NAME
 from iris_stack.deploy import run_prefect
+from iris_stack.postgres import Postgres
+from iris_stack.process import running
 from iris_stack.services import mlflow_server, prefect_env, prefect_server
 from iris_testing.containers import UID, Container, Docker, DockerError, Mount
 from iris_testing.ports import free_port
 from iris_testing.prefect_rest import PrefectRest
-from tests.test_feedback_store import PASSWORD, ROLE, postgres_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.images]
 
@@ -57,6 +60,8 @@ STORE_MOUNT = "/var/lib/iris"
 DEPLOYMENT = "kubernetes"
 #: Five feedback rows, a flower of each class in turn.
 FEEDBACK = [CLASS_NAMES[i % 3] for i in range(5)]
+#: The feedback database's role (its password is made per run).
+ROLE = "feedback"
 
 
 def feedback_store_env(services: Services) -> dict[str, str]:
@@ -194,12 +199,17 @@ def services(images: dict[str, str], data_dir: Path) -> Iterator[Services]:
         client = PrefectRest(prefect_url)
         stack.callback(client.close)
 
-        cluster = stack.enter_context(postgres_cluster())
+        # Under /tmp, which the postgres user can enter; a throwaway cluster needs no fsync.
+        cluster = Postgres(folder / "postgres", free_port())
+        cluster.init(sync=False)
+        stack.enter_context(running(cluster.service({"fsync": "off"}), timeout_s=30))
+        password = secrets.token_urlsafe(16)
+        cluster.create_role(ROLE, password)
         cluster.create_database("feedback", ROLE)
         yield Services(
             mlflow.health_url.removesuffix("/health"),
             client,
-            cluster.url("feedback", ROLE, PASSWORD),
+            cluster.url("feedback", ROLE, password),
             data,
             store,
         )
@@ -338,8 +348,8 @@ def test_the_images_are_labelled_run_as_10001_and_stay_within_their_size_budget(
         assert labels["org.opencontainers.image.version"] == version
         assert not re.search("://[^/]*@", labels["org.opencontainers.image.source"])  # no login
         assert image["Config"]["User"] == f"{UID}:{UID}"
-        secrets = re.compile("PASSWORD|SECRET|TOKEN|API_KEY|://[^/=]*@")
-        assert not [v for v in image["Config"]["Env"] if secrets.search(v)], member
+        credential = re.compile("PASSWORD|SECRET|TOKEN|API_KEY|://[^/=]*@")
+        assert not [v for v in image["Config"]["Env"] if credential.search(v)], member
         base = docker.inspect("image", labels["org.opencontainers.image.base.name"])
         sizes[member] = round((image["Size"] - base["Size"]) / 1e6)
     assert all(sizes[m] <= BUDGET_MB[m] for m in sizes), f"MB above the base: {sizes}"
@@ -459,4 +469,4 @@ def test_the_image_opens_the_feedback_store_on_postgresql(
     docker.remove(name)
     assert code == 0, logs[-3000:]
     assert logs.startswith("PostgreSQL 127.0.0.1:"), logs
-    assert PASSWORD not in logs
+    assert str(urlsplit(services.postgres_url).password) not in logs
