@@ -72,6 +72,7 @@ SERVER_PROGRAMS = frozenset(
         "postgres",
         "pg_ctl",
         "initdb",
+        "docker",
     }
 )
 #: subprocess.Popen itself (unit tests get a guarded subclass).
