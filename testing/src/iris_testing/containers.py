@@ -51,20 +51,41 @@ class Container:
     env: Mapping[str, str] = field(default_factory=dict)
     mounts: Sequence[Mount] = ()
     user: int = UID
+    #: The primary group (None: the user's number) and supplementary groups (a pod's fsGroup).
+    group: int | None = None
+    groups: Sequence[int] = ()
     read_only_root: bool = True
+    #: tmpfs mounts, `path` or `path:options` (e.g. `/tmp:size=67108864`).
     tmpfs: Sequence[str] = ("/tmp",)  # noqa: S108 (a path in the container: an emptyDir)
     drop_all_capabilities: bool = True
     no_new_privileges: bool = True
     network: str = "host"
+    workdir: str | None = None
+    #: Resource limits: bytes of memory, CPUs (None: unlimited).
+    memory: int | None = None
+    cpus: float | None = None
+    #: When to pull the image: Docker's default `missing` (Kubernetes' IfNotPresent), `never`.
+    pull: str = "missing"
     #: docker run flags the pod spec has no word for (e.g. --health-interval).
     extra: Sequence[str] = ()
 
     def run_flags(self) -> list[str]:
         """The `docker run` flags, image and arguments that start this container."""
-        flags = [f"--network={self.network}", f"--user={self.user}:{self.user}"]
+        group = self.user if self.group is None else self.group
+        flags = [f"--network={self.network}", f"--user={self.user}:{group}"]
+        flags += [f"--group-add={g}" for g in self.groups]
         if self.read_only_root:
             flags.append("--read-only")
         flags += [f"--tmpfs={path}" for path in self.tmpfs]
+        if self.workdir is not None:
+            flags.append(f"--workdir={self.workdir}")
+        if self.memory is not None:
+            # no swap beyond the limit, as a Kubernetes node runs pods
+            flags += [f"--memory={self.memory}b", f"--memory-swap={self.memory}b"]
+        if self.cpus is not None:
+            flags.append(f"--cpus={self.cpus:g}")
+        if self.pull != "missing":
+            flags.append(f"--pull={self.pull}")
         if self.drop_all_capabilities:
             flags.append("--cap-drop=ALL")
         if self.no_new_privileges:
