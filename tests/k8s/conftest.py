@@ -4,19 +4,12 @@ gets from the work pool's base job template. Tools: `make k8s-tools`."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import yaml
 
 from iris_testing import k8s
 
 ROOT = k8s.ROOT
-BASE_JOB_TEMPLATE = ROOT / "k8s" / "prefect" / "base-job-template.json"
 
 
 @pytest.fixture(scope="session")
@@ -52,26 +45,6 @@ def rendered(skaffold_values: dict[str, str]) -> dict[str, list[k8s.Obj]]:
     return out
 
 
-def render_flow_run_job(variables: dict[str, object], api_url: str) -> k8s.Obj:
-    """The Job the Prefect Kubernetes worker creates for a flow run with these job variables,
-    by prefect-kubernetes' own code (../shared/charts/prefect-job-render.py)."""
-    scratch = Path(os.environ.get("TMPDIR", "/tmp"))  # noqa: S108 (a scratch file of this test run)
-    variables_file = scratch / f"iris-job-variables-{os.getpid()}.json"
-    variables_file.write_text(json.dumps(variables))
-    try:
-        done = subprocess.run(
-            [sys.executable, str(k8s.SHARED_CHARTS / "prefect-job-render.py"),
-             str(BASE_JOB_TEMPLATE), str(variables_file)],
-            capture_output=True, text=True, timeout=120, check=False,
-            env={**os.environ, "PREFECT_API_URL": api_url},
-        )  # fmt: skip
-    finally:
-        variables_file.unlink()
-    assert done.returncode == 0, done.stderr[-3000:]
-    job: k8s.Obj = yaml.safe_load(done.stdout)
-    return job
-
-
 @pytest.fixture(scope="session")
 def flow_run_job(rendered: dict[str, list[k8s.Obj]], images: dict[str, str]) -> k8s.Obj:
     """The Job of a flow run of prefect.yaml's `kubernetes` deployment: its job variables (the
@@ -81,5 +54,5 @@ def flow_run_job(rendered: dict[str, list[k8s.Obj]], images: dict[str, str]) -> 
     variables = dict(deployment["work_pool"]["job_variables"])
     variables["image"] = images["finetune"]
     worker = k8s.one(rendered["prefect-worker"], "Deployment")
-    env = {e["name"]: e.get("value") for e in k8s.pod_spec(worker)["containers"][0]["env"]}  # type: ignore[index]
-    return render_flow_run_job(variables, env["PREFECT_API_URL"])
+    env = k8s.plain_env(next(k8s.containers(worker)))
+    return k8s.render_flow_run_job(variables, env["PREFECT_API_URL"])

@@ -7,8 +7,10 @@ CRD schemas. The tools are installed by `make k8s-tools` (scripts/k8s-tools.sh) 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,8 @@ SHARED_CHARTS = ROOT.parent / "shared" / "charts"
 KUBE_VERSIONS = ("1.31.0", "1.37.0")
 #: The API group/version that gates ServiceMonitor and PrometheusRule templates.
 MONITORING_API = "monitoring.coreos.com/v1"
+#: The work pool's base job template (the prefect-worker release gives it to the worker).
+BASE_JOB_TEMPLATE = ROOT / "k8s" / "prefect" / "base-job-template.json"
 
 Obj = dict[str, Any]
 
@@ -35,7 +39,12 @@ class ToolError(RuntimeError):
     """A tool failed; the message carries its output."""
 
 
-def run_tool(args: Sequence[str | Path], stdin: str | None = None, timeout_s: float = 120) -> str:
+def run_tool(
+    args: Sequence[str | Path],
+    stdin: str | None = None,
+    timeout_s: float = 120,
+    env: Mapping[str, str] | None = None,
+) -> str:
     done = subprocess.run(
         [str(a) for a in args],
         input=stdin,
@@ -43,6 +52,7 @@ def run_tool(args: Sequence[str | Path], stdin: str | None = None, timeout_s: fl
         text=True,
         timeout=timeout_s,
         check=False,
+        env=env,
     )
     if done.returncode != 0:
         raise ToolError(
@@ -232,6 +242,50 @@ def one(objects: Iterable[Obj], kind: str, name: str | None = None) -> Obj:
     if len(found) != 1:
         raise LookupError(f"{len(found)} {kind} named {name!r}")
     return found[0]
+
+
+def plain_env(container: Obj) -> dict[str, str]:
+    """A container's environment variables that have a value (not from a Secret or ConfigMap)."""
+    return {e["name"]: str(e["value"]) for e in container.get("env") or [] if "value" in e}
+
+
+def render_flow_run_job(variables: Mapping[str, object], api_url: str) -> Obj:
+    """The Job the Prefect Kubernetes worker creates for a flow run with these job variables,
+    from the base job template, by prefect-kubernetes' own code and offline (an example flow
+    run: ../shared/charts/prefect-job-render.py); `api_url` is the worker's PREFECT_API_URL."""
+    with tempfile.TemporaryDirectory(prefix="iris-job-variables-") as scratch:
+        variables_file = Path(scratch) / "variables.json"
+        variables_file.write_text(json.dumps(variables))
+        out = run_tool(
+            [sys.executable, SHARED_CHARTS / "prefect-job-render.py", BASE_JOB_TEMPLATE,
+             variables_file],
+            env={**os.environ, "PREFECT_API_URL": api_url},
+        )  # fmt: skip
+    job: Obj = yaml.safe_load(out)
+    return job
+
+
+def flow_run_jobs(
+    server_api_url: str,
+    flow_run_ids: Sequence[str],
+    worker_env: Mapping[str, str],
+    worker_name: str = "prefect-worker",
+) -> list[Obj]:
+    """The Jobs the Prefect Kubernetes worker creates for these flow runs of a real server,
+    made by the worker's own code in a process of their own (iris_testing.prefect_worker):
+    the runs, their deployments and the work pool (its base job template) are read from
+    `server_api_url`; the Prefect settings among `worker_env` (the worker pod's environment,
+    PREFECT_API_URL the cluster's address) are that process's, and each Job carries them as
+    a worker's Jobs do."""
+    with tempfile.TemporaryDirectory(prefix="iris-prefect-worker-") as home:
+        env = {k: v for k, v in worker_env.items() if k.startswith("PREFECT_")}
+        out = run_tool(
+            [sys.executable, "-m", "iris_testing.prefect_worker", server_api_url, worker_name,
+             *flow_run_ids],
+            env={"PATH": os.environ.get("PATH", ""), "HOME": home, **env},
+        )  # fmt: skip
+    jobs: list[Obj] = json.loads(out)
+    return jobs
 
 
 def image_names() -> dict[str, str]:
