@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from iris_api.drift import DriftMonitor
 from iris_core import CLASS_NAMES
@@ -25,6 +34,12 @@ class Metrics:
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The process (resident memory, CPU seconds, open files, start time) and the Python
+        # runtime (version, garbage collections), as the default registry has them: what
+        # Kubernetes dashboards read. Read from /proc at scrape time, nothing per request.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         # Input histograms and drift scores (computed at scrape time), unless turned off.
         self.drift = DriftMonitor(drift_window, drift_min_rows) if inputs else None
         if self.drift is not None:
