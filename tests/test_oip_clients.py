@@ -17,7 +17,7 @@ import tritonclient.http as triton
 import tritonclient.http.aio as triton_aio
 from open_inference.openapi.client import OpenInferenceClient
 from open_inference.openapi.core.api_error import ApiError
-from open_inference.openapi.types import InferenceRequest, RequestInput, RequestOutput
+from open_inference.openapi.types import InferenceRequest
 from tritonclient.utils import InferenceServerException
 
 from iris_core import CLASS_NAMES, EXAMPLES
@@ -192,12 +192,15 @@ def _open_inference_calls(client: OpenInferenceClient, version: str) -> None:
         assert meta.inputs is not None
         assert meta.inputs[0].shape == [-1, 4]
 
-    request = InferenceRequest(
-        id="oip-1",
-        inputs=[
-            RequestInput(name="input", shape=[3, 4], datatype="FP32", data=ROWS.tolist())
-        ],
-        outputs=[RequestOutput(name="label")],
+    # The generated models are pydantic v1's: built from plain data, as their docs show.
+    request = InferenceRequest.parse_obj(
+        {
+            "id": "oip-1",
+            "inputs": [
+                {"name": "input", "shape": [3, 4], "datatype": "FP32", "data": ROWS.tolist()}
+            ],
+            "outputs": [{"name": "label"}],
+        }
     )
     for answer in (
         client.model_infer("iris", request=request),
@@ -211,8 +214,8 @@ def _open_inference_calls(client: OpenInferenceClient, version: str) -> None:
         client.read_model_version_metadata("iris", "999")
     assert missing.value.status_code == 404
     assert "'999'" in missing.value.body["error"]
-    bad = InferenceRequest(
-        inputs=[RequestInput(name="input", shape=[1, 4], datatype="FP32", data=[1, 2, 3, -4])]
+    bad = InferenceRequest.parse_obj(
+        {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, -4]}]}
     )
     with pytest.raises(ApiError) as refused:
         client.model_infer("iris", request=bad)
