@@ -11,14 +11,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import disable_created_metrics
-from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel
 
 from iris_api import errors
 from iris_api.fastpath import PredictFastPath
 from iris_api.follower import ModelFollower
 from iris_api.limits import BodyLimit
-from iris_api.metrics import REQUEST_BUCKETS, Metrics
+from iris_api.metrics import Metrics, instrument
 from iris_api.oip import V2Infer
 from iris_api.predicting import Predictions
 from iris_api.prefect import PrefectRuns
@@ -90,9 +89,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.add_middleware(PredictFastPath, predictions=predictions, v2=v2_infer)
     # A full batch is about 100 bytes a row; anything far larger is refused with 413.
     app.add_middleware(BodyLimit, limit=max(2**20, settings.batch_limit * 1024))
-    Instrumentator(registry=recorded.registry, excluded_handlers=["/metrics"]).instrument(
-        app, latency_highr_buckets=REQUEST_BUCKETS
-    )
+    instrument(app, recorded.registry)
     return app
 
 
