@@ -15,12 +15,12 @@ from iris_api.predicting import Predictions
 
 V2 = V2Infer(cast(Predictions, None), "iris", batch_limit=5)
 
-good = st.one_of(
+good: st.SearchStrategy[Any] = st.one_of(
     st.floats(min_value=1e-6, max_value=30, allow_nan=False),
     st.integers(min_value=1, max_value=30),
     st.sampled_from([30.0, 1e-300, 5.1]),
 )
-odd = st.one_of(
+odd: st.SearchStrategy[Any] = st.one_of(
     st.sampled_from([0, 0.0, -1.5, 30.000001, 31, True, False, None, "5.1", [5.1], {}]),
     st.floats(min_value=-1, max_value=40, allow_nan=False),
 )
@@ -34,9 +34,10 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
     width = draw(st.sampled_from([4, 4, 4, 4, 4.0, True, 3, 5]))
     count = draw(st.sampled_from([4 * n] * 6 + [4 * n - 1, 4 * n + 1, 0]))
     data: list[Any] = draw(st.lists(good, min_size=count, max_size=count))
-    if data and draw(st.booleans()):
+    corrupt, as_rows = draw(st.booleans()), draw(st.booleans())
+    if data and corrupt:
         data[draw(st.integers(min_value=0, max_value=len(data) - 1))] = draw(odd)
-    if data and len(data) % 4 == 0 and draw(st.booleans()):
+    if data and len(data) % 4 == 0 and as_rows:
         data = [data[i : i + 4] for i in range(0, len(data), 4)]  # rows
     tensor: dict[str, Any] = {
         "name": draw(st.sampled_from(["input"] * 5 + [7])),

@@ -66,6 +66,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # routes.docs serves Swagger UI without a CDN
         redoc_url=None,
+        # FastAPI's OpenTelemetry bridge acts only when an OpenTelemetry SDK is configured in
+        # the process, which this service (Prometheus metrics) never does; left on, it asks
+        # the global providers (environment lookups) on every request, ~5 % of a prediction.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     # Read by the routes' dependencies (iris_api.deps), not by the routes.
     app.state.follower = follower

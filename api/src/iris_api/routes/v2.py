@@ -57,6 +57,11 @@ MODEL_ERRORS: dict[int | str, dict[str, Any]] = {
     404: _error("No such model, or not the version served"),
     503: _error("No model loaded yet (the reason is given)"),
 }
+#: Answers of the endpoints with an optional JSON body, besides 200.
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    415: _error("The body is not JSON"),
+    422: _error("A field is wrong (`detail` lists where)"),
+}
 INFER_ERRORS: dict[int | str, dict[str, Any]] = {
     **MODEL_ERRORS,
     413: _error("The body is over the limit"),
@@ -315,7 +320,7 @@ def router(model_name: str, batch_limit: int) -> APIRouter:  # noqa: PLR0915 (a 
         served(predictions, model_name, model_version)
         return JSONBytes(_stats(predictions, model_name, model_version))
 
-    @api.post("/repository/index", response_model=list[V2RepositoryModel])
+    @api.post("/repository/index", response_model=list[V2RepositoryModel], responses=BODY_ERRORS)
     async def repository_index(request: Request, follower: FollowerDep) -> JSONBytes:
         """Model repository extension: the one model, READY or UNAVAILABLE with the reason
         (`{"ready": true}`: only if ready)."""
@@ -330,7 +335,11 @@ def router(model_name: str, batch_limit: int) -> APIRouter:  # noqa: PLR0915 (a 
 
     @api.post(
         "/repository/models/{model_name}/load",
-        responses={**MODEL_ERRORS, 409: _error("Loading from a given configuration or files")},
+        responses={
+            **MODEL_ERRORS,
+            **BODY_ERRORS,
+            409: _error("Loading from a given configuration or files"),
+        },
     )
     async def repository_load(
         request: Request, follower: FollowerDep, model_name: str = name_param
