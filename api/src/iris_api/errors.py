@@ -95,8 +95,9 @@ class Answer:
         headers = [
             (b"content-type", self.content_type.encode()),
             (b"content-length", str(len(self.body)).encode()),
-            *((k.lower().encode(), v.encode()) for k, v in self.headers.items()),
         ]
+        if self.headers:
+            headers += [(k.lower().encode(), v.encode()) for k, v in self.headers.items()]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
 

@@ -53,6 +53,7 @@ class RouteCache(PrometheusInstrumentatorMiddleware):
     def __init__(self, app: ASGIApp, /, **options: Any) -> None:
         super().__init__(app, **options)
         self._routes: dict[tuple[str, str], tuple[str, bool]] = {}
+        self._excluded: dict[tuple[str, bool], bool] = {}
 
     def _get_handler(self, request: Request) -> tuple[str, bool]:
         scope = request.scope
@@ -63,6 +64,16 @@ class RouteCache(PrometheusInstrumentatorMiddleware):
             if found[1] and len(self._routes) < ROUTES_REMEMBERED:
                 self._routes[key] = found
         return found
+
+    def _is_handler_excluded(self, handler: str, is_templated: bool) -> bool:
+        """Remembered too (a regular expression search per excluded handler otherwise)."""
+        key = (handler, is_templated)
+        excluded = self._excluded.get(key)
+        if excluded is None:
+            excluded = super()._is_handler_excluded(handler, is_templated)
+            if len(self._excluded) < ROUTES_REMEMBERED:
+                self._excluded[key] = excluded
+        return excluded
 
 
 class HttpMetrics:
