@@ -14,9 +14,28 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 RUN := $(UV) run --frozen
 
-.PHONY: help sync up down status test test-fast test-tools lint screenshots bench bench-serving bench-feedback bench-tools
+# The images, one per member with a Dockerfile, named <IMAGE_REPOSITORY>/<member>:<IMAGE_TAG>
+# (`make image-names` prints them for other tools); the tag defaults to the project's version.
+IMAGES := api training finetune
+IMAGE_REPOSITORY ?= iris-mlops
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+IMAGE_TAG ?= $(VERSION)
+# The kind cluster of k8s/kind-config.yaml
+KIND_CLUSTER := iris-mlops
+# The base of every image (a build argument); without a registry: `make base-image`, then
+# PYTHON_IMAGE=$(LOCAL_BASE_IMAGE).
+PYTHON_IMAGE ?= python:3.12-slim
+LOCAL_BASE_IMAGE := iris-base:bookworm
+# A client that builds with BuildKit: docker with the buildx plugin, else Debian's docker.io
+# client (20.10, BuildKit built in).
+DOCKER ?= $(shell docker buildx version >/dev/null 2>&1 && echo docker || \
+  { test -x /usr/bin/docker && echo /usr/bin/docker || echo docker; })
+
+.PHONY: help sync up down status test test-fast test-tools lint screenshots bench bench-serving bench-feedback bench-tools \
+	images image-names base-image test-images image-tools \
+	k8s-tools kind-up kind-down k8s-dev k8s-run k8s-e2e
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 sync:  ## install the locked environment into .venv
 	$(UV) sync --frozen
@@ -33,10 +52,10 @@ status:  ## which local services answer
 screenshots: sync  ## with the stack up: a little traffic, then Chromium screenshots into docs/
 	$(RUN) iris-screenshots
 
-test: sync test-tools  ## the whole test suite, with real MLflow, Prefect and API servers (what CI runs)
-	$(RUN) pytest
+test: sync test-tools k8s-tools  ## the whole test suite, with real MLflow, Prefect and API servers (what CI runs)
+	$(RUN) pytest -m "not images"
 
-test-fast: sync test-tools  ## the unit tier: no servers, no processes of ours (under 30 s)
+test-fast: sync test-tools k8s-tools  ## the unit tier: no servers, no processes of ours (under 30 s)
 	$(RUN) pytest -m unit
 
 lint: sync  ## uv.lock up to date, ruff, formatting and mypy (strict)
@@ -44,6 +63,48 @@ lint: sync  ## uv.lock up to date, ruff, formatting and mypy (strict)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+
+# Asked to build on the local stand-in base, make it first when it is missing.
+images: $(if $(filter $(LOCAL_BASE_IMAGE),$(PYTHON_IMAGE)),base-image)
+images:  ## build the three images (PYTHON_IMAGE=... for another base)
+	@set -e; for m in $(IMAGES); do \
+	  echo "== $(IMAGE_REPOSITORY)/$$m:$(IMAGE_TAG)"; \
+	  DOCKER_BUILDKIT=1 $(DOCKER) build -f $$m/Dockerfile -t $(IMAGE_REPOSITORY)/$$m:$(IMAGE_TAG) \
+	    --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) --build-arg VERSION=$(VERSION) \
+	    --build-arg REVISION="$$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+	    --build-arg SOURCE="$$(git remote get-url origin 2>/dev/null | sed -E 's#://[^/@]*@#://#')" .; \
+	done
+	@# the images these tags named before: nothing refers to them any more
+	@$(DOCKER) image prune -f --filter label=org.opencontainers.image.vendor=iris-mlops >/dev/null
+
+image-names:  ## the images' names, one `member name` per line
+	@for m in $(IMAGES); do echo "$$m $(IMAGE_REPOSITORY)/$$m:$(IMAGE_TAG)"; done
+
+base-image:  ## without a registry: a local stand-in base (Debian + Python, debootstrap), if missing
+	@$(DOCKER) image inspect $(LOCAL_BASE_IMAGE) >/dev/null 2>&1 || \
+	  DOCKER=$(DOCKER) scripts/local-base-image.sh $(LOCAL_BASE_IMAGE)
+
+test-images: sync image-tools images  ## build the images, run each one's job against real services (hardened)
+	DOCKER=$(DOCKER) $(RUN) pytest -m images
+
+k8s-tools:  # pinned helm 4, kubernetes-validate and checkov into .tools/ (the offline Kubernetes checks)
+	@scripts/k8s-tools.sh
+
+kind-up:  ## Kubernetes: create the kind cluster (k8s/kind-config.yaml), if missing; needs kind and docker
+	@kind get clusters 2>/dev/null | grep -qx $(KIND_CLUSTER) || kind create cluster --config k8s/kind-config.yaml
+	kubectl config use-context kind-$(KIND_CLUSTER)
+
+k8s-dev: kind-up  ## Kubernetes: skaffold dev (build, load into kind, deploy all, port-forward, watch)
+	skaffold dev --kube-context kind-$(KIND_CLUSTER) --port-forward
+
+k8s-run: kind-up  ## Kubernetes: skaffold run (build and deploy once, no watching)
+	skaffold run --kube-context kind-$(KIND_CLUSTER)
+
+k8s-e2e:  ## Kubernetes: the end-to-end check against the running cluster (scripts/k8s-e2e.sh)
+	scripts/k8s-e2e.sh kind-$(KIND_CLUSTER)
+
+kind-down:  ## Kubernetes: delete the kind cluster
+	kind delete cluster --name $(KIND_CLUSTER)
 
 bench: sync bench-tools  ## benchmarks (training, serving, feedback): print numbers, no pass/fail
 	$(RUN) python -m bench
@@ -69,3 +130,7 @@ bench-tools:  # load generators from Debian's packages
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get install -y -qq wrk hey >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk hey); \
 	  else echo "the serving benchmark needs wrk and hey: sudo apt-get install wrk hey"; exit 1; fi
+
+image-tools: test-tools  # a Docker engine that answers (and PostgreSQL, the feedback database)
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make test-images needs a running Docker engine" \
+	  "(Debian: apt-get install docker.io, then start dockerd); .ci/run starts one"; exit 1; }

@@ -20,11 +20,13 @@ import pytest
 
 from iris_core.params import Erratum, load_params
 from iris_stack.deploy import deploy_local, wait_pool_ready
+from iris_stack.postgres import Postgres
 from iris_stack.process import Service, running
 from iris_stack.services import mlflow_server, prefect_server, prefect_worker
 from iris_testing.data import Archive, archive_server, make_zip, uci_lines
 from iris_testing.feedback import FeedbackCase
 from iris_testing.ports import free_port
+from iris_testing.postgres import new_database, postgres_cluster
 from iris_testing.prefect_rest import PrefectRest
 from iris_testing.project import member_env
 from iris_testing.training import Registered, own_registry, small_params
@@ -52,6 +54,7 @@ INTEGRATION_FIXTURES = frozenset(
         "finetune_bin",
         "worker",
         "feedback",
+        "store_url",
         "postgres",
     }
 )
@@ -69,6 +72,7 @@ SERVER_PROGRAMS = frozenset(
         "postgres",
         "pg_ctl",
         "initdb",
+        "docker",
     }
 )
 #: subprocess.Popen itself (unit tests get a guarded subclass).
@@ -229,10 +233,34 @@ def worker(
         yield service
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty feedback store on each backend: a SQLite file, or a new database of the
+    session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'feedback.db'}"
+    return new_database(request.getfixturevalue("postgres"))
+
+
 @pytest.fixture
 def feedback(
-    prefect: PrefectRest, worker: Service, registered: Registered, tmp_path: Path
-) -> FeedbackCase:
-    """A deployment of its own (cloned from `local`) whose runs use a fresh feedback store and
-    registered models of their own: copies of the session's champions."""
-    return FeedbackCase.create(prefect, registered, tmp_path)
+    prefect: PrefectRest,
+    worker: Service,
+    registered: Registered,
+    store_url: str,
+    tmp_path: Path,
+) -> Iterator[FeedbackCase]:
+    """A deployment of its own (cloned from `local`, run by the session's worker) whose runs
+    use a fresh feedback store on each backend and registered models of their own: copies of
+    the session's champions."""
+    case = FeedbackCase.create(prefect, registered, tmp_path, store_url=store_url)
+    yield case
+    case.store.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A real PostgreSQL server for the session (the feedback store's role; a database per
+    test with `iris_testing.postgres.new_database`)."""
+    with postgres_cluster() as cluster:
+        yield cluster

@@ -9,12 +9,8 @@ import json
 import multiprocessing
 import os
 import re
-import shutil
-import sqlite3
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,15 +39,12 @@ from iris_core.feedback import (
 )
 from iris_core.feedback.database import HEAD, Database, Location, migration_scripts
 from iris_core.feedback.schema import VERSION_TABLE, feedback, metadata
-from iris_finetune.store import FAILED
-from iris_finetune.store import Feedback as OldFeedback
-from iris_finetune.store import FeedbackStore as OldStore
 from iris_stack.postgres import Postgres
-from iris_stack.process import ServiceError, running
+from iris_stack.process import ServiceError
 from iris_testing.ports import free_port
+from iris_testing.postgres import PASSWORD, THROWAWAY, new_database, postgres_cluster
 from tests import feedback_worker
 
-ROLE, PASSWORD = "feedback", "pw-not-in-messages"
 ROW = (5.1, 3.5, 1.4, 0.2)
 SETOSA = "Iris-setosa"
 
@@ -62,39 +55,6 @@ def flower(i: int) -> tuple[float, float, float, float]:
 
 
 # --- backends -------------------------------------------------------------------------------
-
-
-#: A throwaway cluster need not survive a power cut: without fsync its commits, new databases
-#: and shutdown checkpoint wait for no disk flush (seconds in all on a slow disk). Locks and
-#: visibility, which the tests are about, are the same.
-THROWAWAY = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
-
-
-@contextlib.contextmanager
-def postgres_cluster() -> Iterator[Postgres]:
-    """A PostgreSQL cluster on a free port with the store's role; removed afterwards. Under
-    /tmp: the server's system user cannot enter pytest's (root-only) temporary folders."""
-    folder = Path(tempfile.mkdtemp(prefix="iris-pg-"))
-    try:
-        cluster = Postgres(folder, free_port())
-        cluster.init(sync=False)
-        with running(cluster.service(THROWAWAY), timeout_s=30):
-            cluster.create_role(ROLE, PASSWORD)
-            yield cluster
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    with postgres_cluster() as cluster:
-        yield cluster
-
-
-def new_database(cluster: Postgres) -> str:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    cluster.create_database(name, ROLE)
-    return cluster.url(name, ROLE, PASSWORD)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
@@ -434,24 +394,56 @@ def test_a_finetune_whose_run_was_killed_is_taken_over_after_its_lease(
     ]
 
 
+def test_a_released_finetune_is_taken_over_at_once(store: FeedbackStore) -> None:
+    """A run being stopped (not failing) releases its claim: no outcome, no lease to wait."""
+    for i in range(5):
+        store.add(flower(i), SETOSA, f"k{i}", "api")
+    store.claim_pending("run")
+    assert store.next_finetune(5, "stopped", lease_s=600) == Claim(5, attempt=1)
+    with pytest.raises(ClaimLost):
+        store.release_finetune(5, "another")
+    store.release_finetune(5, "stopped")
+    assert store.backlog(every=5).owed == 1
+    assert store.next_finetune(5, "next", lease_s=600) == Claim(5, attempt=2)
+    with pytest.raises(ClaimLost):
+        store.finish_finetune(5, "stopped", Outcome.FAILED, "too late")
+
+
 # --- schema ---------------------------------------------------------------------------------
 
 
 def test_a_store_of_the_first_flow_becomes_applied_rows(tmp_path: Path) -> None:
-    path = tmp_path / "feedback.db"
-    old = OldStore(path)
-    for i in range(7):
-        old.add(f"flow-{i}", OldFeedback(flower(i), SETOSA))
-    old.add("flow-3", OldFeedback(flower(3), SETOSA))  # a retried run: still one row
-    assert old.claim(5, "flow-4", after=None) is not None
-    old.finish(5, "registered", "above the threshold")
-    with sqlite3.connect(path) as db:
-        db.execute(  # a run that died in its fine-tune
-            "INSERT INTO finetunes (rows, flow_run_id, started_at) VALUES (10, 'flow-9', ?)",
-            (datetime.now(UTC).isoformat(),),
+    """A store in the first schema (one row per flow run, numbered as stored; a finished and
+    an unfinished fine-tune): its rows become applied, in their order, keyed by their run."""
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    db = Database(Location.parse(url))
+    assert db.migrate("1") == ("1",)
+    with db.write() as conn:
+        for i in range(7):
+            conn.execute(
+                text(
+                    "INSERT INTO feedback VALUES "
+                    "(:seq, :run, :a, :b, :c, :d, :cls, '2026-01-01T12:00:00+00:00')"
+                ),
+                dict(zip("abcd", flower(i), strict=True))
+                | {"seq": i + 1, "run": f"flow-{i}", "cls": SETOSA},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO finetunes (rows, flow_run_id, started_at, finished_at, outcome) "
+                "VALUES (5, 'flow-4', '2026-01-01T12:00:00+00:00', "
+                "'2026-01-01T12:01:00+00:00', 'registered')"
+            )
         )
-    with FeedbackStore.open(f"sqlite:///{path}") as store:
-        assert store.migrated == ("1", "2")
+        conn.execute(  # a run that died in its fine-tune
+            text(
+                "INSERT INTO finetunes (rows, flow_run_id, started_at) "
+                "VALUES (10, 'flow-9', '2026-01-01T12:02:00+00:00')"
+            )
+        )
+    db.close()
+    with FeedbackStore.open(url) as store:
+        assert store.migrated == ("2",)
         assert store.rows(7) == [Feedback(flower(i), SETOSA) for i in range(7)]
         assert [r[1:] for r in applied_rows(store)] == [
             (f"flow-run:flow-{i}", i + 1, f"flow-{i}") for i in range(7)
@@ -489,7 +481,7 @@ def test_a_postgres_store_at_the_first_revision_migrates_its_rows(postgres: Post
                 "INSERT INTO finetunes (rows, flow_run_id, started_at, finished_at, outcome) "
                 "VALUES (5, 'f5', '2026-01-01T12:00:00+00:00', '2026-01-01T12:01:00+00:00', :o)"
             ),
-            {"o": FAILED},
+            {"o": Outcome.FAILED.value},
         )
     db.close()
     with FeedbackStore.open(url) as store:

@@ -1,9 +1,9 @@
-"""The feedback store and the fine-tune step without Prefect: real SQLite files, real processes
-writing at once, scikit-learn on the real data, a real MLflow server for the promotion rule."""
+"""The fine-tune without Prefect: its settings, the row a run is started with, the warm start
+on the real data, prefect.yaml's deployments, and a real MLflow server for the promotion rule.
+The feedback store has tests of its own (test_feedback_store.py)."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import uuid
 from pathlib import Path
@@ -19,11 +19,10 @@ from sklearn.neural_network import MLPClassifier
 
 from iris_api.settings import ApiSettings
 from iris_core import CLASS_NAMES, EXAMPLES
-from iris_finetune.flow import FLOW_NAME
+from iris_core.feedback import STORE_URL, Feedback
+from iris_finetune.flow import FLOW_NAME, given_row
 from iris_finetune.settings import FinetuneSettings
-from iris_finetune.store import FAILED, Feedback, FeedbackStore, Turn
 from iris_finetune.tune import feedback_arrays, fine_tune, warm_start
-from iris_testing.store_writer import write_twice
 from iris_testing.training import Registered
 from iris_training.dataset import load_dataset
 
@@ -31,63 +30,28 @@ ROOT = Path(__file__).resolve().parents[1]
 ROW = Feedback((5.1, 3.5, 1.4, 0.2), "Iris-setosa")
 
 
-def test_rows_get_gapless_sequence_numbers_once_per_flow_run(tmp_path: Path) -> None:
-    store = FeedbackStore(tmp_path / "feedback.db")
-    assert [store.add(f"run-{i}", ROW).seq for i in range(3)] == [1, 2, 3]
-    again = store.add("run-1", Feedback((9.9, 9.9, 9.9, 9.9), "Iris-virginica"))
-    assert (again.seq, again.new) == (2, False)
-    assert store.count() == 3
-    assert store.rows() == [ROW] * 3
-    assert store.rows(upto=2) == [ROW] * 2
-
-
-def test_processes_writing_at_once_lose_nothing_and_store_nothing_twice(tmp_path: Path) -> None:
-    path = tmp_path / "feedback.db"
-    context = multiprocessing.get_context("spawn")
-    writers = [context.Process(target=write_twice, args=(str(path), f"w{k}", 25)) for k in range(4)]
-    for w in writers:
-        w.start()
-    for w in writers:
-        w.join(timeout=120)
-        assert w.exitcode == 0
-    store = FeedbackStore(path)
-    assert store.count() == 100
-    with store._connect() as db:
-        seqs = [r[0] for r in db.execute("SELECT seq FROM feedback ORDER BY seq")]
-    assert seqs == list(range(1, 101))
-
-
-def test_fine_tunes_take_turns_in_feedback_order(tmp_path: Path) -> None:
-    store = FeedbackStore(tmp_path / "feedback.db")
-    assert store.claim(10, "run-10", after=5) is None  # the one at 5 has not run
-    assert store.claim(5, "run-5", after=None) is Turn.GO
-    assert store.claim(10, "run-10", after=5) is None  # ... nor finished
-    store.finish(5, "registered", "above the threshold")
-    assert store.claim(10, "run-10", after=5) is Turn.GO
-    assert store.claim(5, "run-5", after=None) is Turn.DONE  # a retry does not tune twice
-    store.finish(10, FAILED, "RuntimeError: MLflow went away")
-    assert store.claim(10, "run-10", after=5) is Turn.GO  # ... unless it failed
-    assert store.claim(15, "run-15", after=10) is None
-    turn, timed_out = store.wait_turn(15, "run-15", after=10, timeout_s=0.6)
-    assert (turn, timed_out) == (Turn.GO, True)  # the one before never finished: go ahead
-    # 10 was claimed again after failing, 15 is claimed: both running.
-    assert [(t.rows, t.finished) for t in store.finetunes()] == [
-        (5, True),
-        (10, False),
-        (15, False),
-    ]
-
-
-def test_the_store_path_must_be_absolute(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IRIS_FINETUNE_FEEDBACK_DB", "feedback.db")
-    with pytest.raises(ValidationError, match="must be an absolute path"):
+def test_the_store_url_is_checked_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A flow run works in a temporary folder: a relative SQLite path would lose the feedback.
+    monkeypatch.setenv(STORE_URL, "sqlite:///feedback.db")
+    with pytest.raises(ValidationError, match="absolute"):
         FinetuneSettings()
+    monkeypatch.delenv(STORE_URL)
+    with pytest.raises(ValidationError, match=STORE_URL):
+        FinetuneSettings()
+
+
+def test_a_run_takes_a_whole_row_of_feedback_or_none() -> None:
+    assert given_row((None, None, None, None), None) is None
+    assert given_row((5.1, 3.5, 1.4, 0.2), "Iris-setosa") == ROW
+    for partial in (((5.1, 3.5, 1.4, 0.2), None), ((5.1, None, 1.4, 0.2), "Iris-setosa")):
+        with pytest.raises(ValueError, match="all four measurements and class_name"):
+            given_row(*partial)
 
 
 def test_warm_start_continues_with_more_iterations_a_lower_rate_and_weights(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("IRIS_FINETUNE_FEEDBACK_DB", str(tmp_path / "feedback.db"))
+    monkeypatch.setenv(STORE_URL, f"sqlite:///{tmp_path / 'feedback.db'}")
     settings = FinetuneSettings()
     data = load_dataset(data_dir)
     base = MLPClassifier(hidden_layer_sizes=(10, 10), max_iter=300, random_state=0)
@@ -139,9 +103,10 @@ def test_prefect_yaml_deploys_one_flow_two_ways(monkeypatch: pytest.MonkeyPatch)
         monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    settings = FinetuneSettings()  # an absolute store path, or a ValidationError
+    assert STORE_URL not in env  # a secret: the base job template brings it
+    monkeypatch.setenv(STORE_URL, "postgresql://feedback:secret@postgres:5432/feedback")
+    settings = FinetuneSettings()
     # ... read from the variables the pod is given (not their defaults)
-    assert settings.feedback_db == Path(env["IRIS_FINETUNE_FEEDBACK_DB"])
     assert settings.tracking_uri == env["MLFLOW_TRACKING_URI"]
 
 
@@ -163,7 +128,7 @@ def _champions(
         copy = client.copy_model_version(f"models:/{source}/{version}", f"{source}-{tag}")
         client.set_registered_model_alias(copy.name, reg.alias, copy.version)
         names[source] = copy.name
-    monkeypatch.setenv("IRIS_FINETUNE_FEEDBACK_DB", str(tmp_path / "feedback.db"))
+    monkeypatch.setenv(STORE_URL, f"sqlite:///{tmp_path / 'feedback.db'}")
     return FinetuneSettings().model_copy(
         update={
             "tracking_uri": registered.tracking_uri,

@@ -1,24 +1,34 @@
 """The main job end to end, in a copy of the project: `iris-stack up` (a real MLflow server,
-`dvc repro` of fetch/prepare/train), `up` again, the DVC remote round trip, `down`."""
+`dvc repro` of fetch/prepare/train), `up` again, the DVC remote round trip, `down`; the same
+stack on a local PostgreSQL cluster (IRIS_DATABASE=postgres)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 import yaml
 
+from iris_core.feedback import FeedbackStore
 from iris_core.registry import version_by_alias
-from iris_finetune.store import FeedbackStore
-from iris_stack.process import answers
+from iris_stack import cli
+from iris_stack.databases import local_cluster
+from iris_stack.process import alive, answers
+from iris_stack.settings import StackSettings
 from iris_testing.data import Archive
 from iris_testing.ports import free_port
 from iris_testing.project import copy_pipeline
@@ -55,6 +65,13 @@ def stack_env(
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
+
+
+def environ(state_dir: Path, service: str) -> dict[str, str]:
+    """The environment a service of the stack was started with (its pid file, /proc)."""
+    pid = int((state_dir / f"{service}.pid").read_text())
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(p.decode().split("=", 1) for p in pairs if b"=" in p)
 
 
 def md5(path: Path) -> str:
@@ -99,7 +116,20 @@ def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
         assert answer.json()["model_version"] == "1"
         assert run([stack, "status"], project, env).returncode == 0
 
-        # Feedback goes through the stack's Prefect and worker into its feedback store.
+        # The API gets the feedback store (a SQLite file) and the token the summary points to.
+        state = tmp_path / "state"
+        token = (state / "feedback.token").read_text().strip()
+        assert stat.S_IMODE((state / "feedback.token").stat().st_mode) == 0o600
+        assert f"Suggest token  {state / 'feedback.token'} " in first.stdout
+        assert token not in first.stdout + first.stderr
+        api_env = environ(state, "api")
+        assert api_env["IRIS_FEEDBACK_STORE_URL"] == f"sqlite:///{state / 'feedback.db'}"
+        assert api_env["IRIS_API_FEEDBACK_TOKEN"] == token
+        assert "IRIS_API_PREFECT_CONCURRENCY" not in api_env
+        assert environ(state, "worker")["IRIS_FEEDBACK_STORE_URL"].startswith("sqlite:////")
+        assert not (state / "postgres").exists()
+
+        # Feedback is stored by the API, then applied by a run of the stack's Prefect worker.
         suggested = httpx.post(
             f"{api}/suggest",
             json={
@@ -111,11 +141,11 @@ def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
             },
         )
         assert suggested.status_code == 202, suggested.text
-        store = FeedbackStore(tmp_path / "state" / "feedback.db")
-        deadline = time.monotonic() + 120
-        while store.count() < 1:
-            assert time.monotonic() < deadline, "the flow run did not store the row"
-            time.sleep(0.25)
+        with FeedbackStore.open(f"sqlite:///{tmp_path / 'state' / 'feedback.db'}") as store:
+            deadline = time.monotonic() + 120
+            while store.backlog(every=5).applied < 1:
+                assert time.monotonic() < deadline, "no flow run applied the row"
+                time.sleep(0.25)
         assert "IrisModel      version 1 @champion (test accuracy" in first.stdout
         assert "IrisDev        version 1 @champion (test accuracy" in first.stdout
         accuracy = float(first.stdout.split("Test accuracy")[1].split()[0])
@@ -142,6 +172,7 @@ def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
         assert second.returncode == 0, second.stderr
         for name in ("mlflow", "prefect", "worker", "api"):
             assert f"{name}: already answering" in second.stderr
+        assert (state / "feedback.token").read_text().strip() == token
         assert "Data and pipelines are up to date." in second.stdout + second.stderr
         assert "IrisModel      version 1 @champion" in second.stdout  # nothing retrained
 
@@ -226,3 +257,130 @@ def test_renamed_models_are_served_fine_tuned_followed_and_retrained(
         assert "FlowerOnnx     version 1 @serving" in again.stdout
     finally:
         run([stack, "down"], project, env)
+
+
+@contextlib.contextmanager
+def reachable_state() -> Iterator[Path]:
+    """A state folder the cluster's system user can enter (as root the server runs as
+    `postgres`, and pytest's temporary folders are root's only); removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="iris-pgstack-"))
+    folder.chmod(0o711)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def first_column(port: int, pgpass: Path, database: str, sql: str) -> set[str]:
+    """`sql`'s first column in `database`, as its role (the password from the stack's file)."""
+    with psycopg.connect(
+        host="127.0.0.1", port=port, dbname=database, user=database, passfile=str(pgpass)
+    ) as conn:
+        return {str(row[0]) for row in conn.execute(sql)}
+
+
+def test_the_stack_on_postgres_keeps_everything_in_one_cluster(project: Path) -> None:
+    """IRIS_DATABASE=postgres: `up` creates and starts a cluster under the state folder; MLflow
+    and Prefect keep their data in it (no SQLite file of theirs), the API and the worker get
+    the feedback store there; `down` stops the cluster last; the next `up` starts the same
+    cluster with the same passwords and finds the registered models in it."""
+    with reachable_state() as state:
+        pg_port, port, api_port = free_port(), free_port(), free_port()
+        env = stack_env(state, port, api_port)
+        env |= {"IRIS_DATABASE": "postgres", "IRIS_POSTGRES_PORT": str(pg_port)}
+        stack = str(BIN / "iris-stack")
+        api = f"http://127.0.0.1:{api_port}"
+        pgpass = state / "postgres.pgpass"
+        try:
+            first = run([stack, "up"], project, env)
+            assert first.returncode == 0, first.stderr
+            assert "postgres: created a cluster in" in first.stderr
+            assert "postgres: started (pid" in first.stderr
+            where = f"127.0.0.1:{pg_port}"
+            assert f"Databases      PostgreSQL {where}: mlflow, prefect, feedback" in first.stdout
+            assert f"DB passwords   {pgpass} (PGPASSFILE=" in first.stdout
+            assert stat.S_IMODE(pgpass.stat().st_mode) == 0o600
+            secrets = pgpass.read_text()
+            passwords = [line.rsplit(":", 1)[1] for line in secrets.splitlines()[1:]]
+            assert len(passwords) == 3
+            assert not [p for p in passwords if p in first.stdout + first.stderr]
+            answer = httpx.post(f"{api}/predict", json=SETOSA)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["model_version"] == "1"
+            status = run([stack, "status"], project, env)
+            assert status.returncode == 0, status.stdout
+            assert f"postgres postgresql://{where}  up" in status.stdout
+
+            # MLflow and Prefect really on PostgreSQL: their rows there, no SQLite file.
+            assert not (state / "mlflow" / "mlflow.db").exists()
+            assert not (state / "prefect" / "prefect.db").exists()
+            models = first_column(pg_port, pgpass, "mlflow", "SELECT name FROM registered_models")
+            assert models == {"IrisModel", "IrisDev"}
+            deployments = first_column(pg_port, pgpass, "prefect", "SELECT name FROM deployment")
+            assert deployments == {"local"}
+            # The API and the flow runs share the store's URL; its role can build the schema.
+            api_env = environ(state, "api")
+            store_url = api_env["IRIS_FEEDBACK_STORE_URL"]
+            assert store_url == f"postgresql://feedback:{passwords[2]}@{where}/feedback"
+            assert environ(state, "worker")["IRIS_FEEDBACK_STORE_URL"] == store_url
+            assert (
+                api_env["IRIS_API_FEEDBACK_TOKEN"] == (state / "feedback.token").read_text().strip()
+            )
+            assert api_env["IRIS_API_PREFECT_CONCURRENCY"] == "4"
+            with FeedbackStore.open(store_url) as store:
+                assert store.backlog(every=5).pending == 0
+            for log in state.rglob("*.log"):  # MLflow, Prefect, PostgreSQL, worker, API, ...
+                assert not [p for p in passwords if p in log.read_text(errors="replace")], log
+
+            # `down` goes by the pid files: it needs no IRIS_DATABASE to stop the cluster.
+            sqlite_env = {k: v for k, v in env.items() if k != "IRIS_DATABASE"}
+            down = run([stack, "down"], project, sqlite_env)
+            assert down.returncode == 0, down.stderr
+            stopped = [line.split(":")[0] for line in down.stdout.splitlines() if "stopped" in line]
+            started = ["prometheus"] if shutil.which("prometheus") else []
+            assert stopped == [*started, "worker", "api", "prefect", "mlflow", "postgres"]
+            assert not local_cluster(StackSettings(state_dir=state, postgres_port=pg_port)).ready()
+            assert not (state / "postgres" / "data" / "postmaster.pid").exists()  # a clean stop
+
+            again = run([stack, "up"], project, env)
+            assert again.returncode == 0, again.stderr
+            assert "postgres: started (pid" in again.stderr
+            assert "created a cluster" not in again.stderr
+            assert "retraining" not in again.stderr  # the registry kept its models
+            assert "IrisModel      version 1 @champion" in again.stdout
+            assert pgpass.read_text() == secrets
+            assert httpx.post(f"{api}/predict", json=SETOSA).status_code == 200
+        finally:
+            down = run([stack, "down"], project, env)
+        assert down.returncode == 0, down.stderr
+        assert "postgres: stopped" in down.stdout
+
+
+# The stack starts the server detached and drops its Popen while it runs, on purpose.
+@pytest.mark.filterwarnings("ignore:subprocess .* is still running:ResourceWarning")
+def test_a_cluster_killed_without_a_shutdown_starts_again() -> None:
+    """A crash leaves the lock file (postmaster.pid) naming a dead server: the next `up`
+    starts the cluster anyway, with the roles and passwords it had."""
+    with reachable_state() as state:
+        settings = StackSettings(state_dir=state, database="postgres", postgres_port=free_port())
+        cluster = local_cluster(settings)
+        try:
+            urls = cli._start_postgres(settings)
+            assert cli._start_postgres(settings) == urls  # running: reused
+            pid = cluster.running_pid()
+            assert pid is not None
+            # Everything dies at once, as in a power cut: the server and its processes.
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            for victim in [pid, *map(int, children)]:
+                os.kill(victim, signal.SIGKILL)
+            os.waitpid(pid, 0)  # this process started it: reap it, as init would
+            deadline = time.monotonic() + 10
+            while any(alive(v) for v in [pid, *map(int, children)]):
+                assert time.monotonic() < deadline, "the server survived SIGKILL"
+                time.sleep(0.05)
+            assert cluster.postmaster_pid() == pid  # the stale lock file
+            assert cli._start_postgres(settings) == urls
+            assert cluster.running_pid() not in (None, pid)
+            assert cluster.psql("SELECT count(*) FROM pg_roles WHERE rolname = 'mlflow'") == "1\n"
+        finally:
+            assert cli._stop_postgres(settings)

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from iris_api.settings import ApiSettings
+from iris_core.feedback import STORE_URL
 from iris_core.params import load_params, packaged, registry
 from iris_finetune.settings import FinetuneSettings
 from iris_stack.settings import StackSettings
@@ -94,7 +96,7 @@ def test_service_settings_take_their_defaults_from_params(
 ) -> None:
     for name in ("MLFLOW_TRACKING_URI", "IRIS_API_MODEL_NAME", "IRIS_API_MODEL_ALIAS"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("IRIS_FINETUNE_FEEDBACK_DB", str(tmp_path / "feedback.db"))
+    monkeypatch.setenv(STORE_URL, f"sqlite:///{tmp_path / 'feedback.db'}")
     reg = registry()
     api = ApiSettings()
     assert (api.model_name, api.model_alias) == (reg.onnx_model_name, reg.alias)
@@ -184,5 +186,13 @@ def test_every_setting_is_documented() -> None:
 
 
 def env_names(settings: type[BaseSettings]) -> list[str]:
+    """The variable each field is read from: its own name if it has one (an alias), else the
+    class's prefix and the field's name."""
     prefix = str(settings.model_config.get("env_prefix", ""))
-    return [(prefix + name).upper() for name in settings.model_fields]
+    names = []
+    for name, field in settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            alias = alias.choices[0]
+        names.append(alias if isinstance(alias, str) else (prefix + name).upper())
+    return names

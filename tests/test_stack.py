@@ -1,9 +1,13 @@
 """`iris-stack` without servers: settings errors, stale pid files, what `status` reports (against
-a stand-in answering on loopback), stopping a process group. The commands run in this process;
-tests/test_pipeline.py runs them as processes against the real services."""
+stand-ins answering on loopback: HTTP, and PostgreSQL's first handshake), stopping a process
+group. The commands run in this process; tests/test_pipeline.py runs them as processes against
+the real services."""
 
 from __future__ import annotations
 
+import socket
+import socketserver
+import struct
 import subprocess
 import threading
 import time
@@ -88,9 +92,12 @@ def stand_in() -> Iterator[StandIn]:
     server.server_close()
 
 
-def status(tmp_path: Path, ports: dict[str, int], prometheus: bool = True) -> Result:
-    """`iris-stack status` with every service at `ports` (none at the usual ones) and a
-    `prometheus` on PATH or not (it is only looked up, never run)."""
+def status(
+    tmp_path: Path, ports: dict[str, int], prometheus: bool = True, postgres: int | None = None
+) -> Result:
+    """`iris-stack status` with every service at `ports` (none at the usual ones), a
+    `prometheus` on PATH or not (it is only looked up, never run), and with a port for
+    `postgres`, IRIS_DATABASE=postgres."""
     bin_dir = tmp_path / ("bin" if prometheus else "empty-bin")
     bin_dir.mkdir(exist_ok=True)
     if prometheus:
@@ -98,6 +105,9 @@ def status(tmp_path: Path, ports: dict[str, int], prometheus: bool = True) -> Re
         (bin_dir / "prometheus").chmod(0o755)
     env = {"PATH": str(bin_dir), "IRIS_HOST": "127.0.0.1"}
     env |= {setting: str(ports[name]) for name, (setting, _) in PROBES.items()}
+    env |= {"IRIS_DATABASE": "sqlite", "IRIS_STATE_DIR": str(tmp_path / "state")}
+    if postgres is not None:
+        env |= {"IRIS_DATABASE": "postgres", "IRIS_POSTGRES_PORT": str(postgres)}
     return stack("status", env=env)
 
 
@@ -146,6 +156,70 @@ def test_status_leaves_prometheus_out_where_up_would_not_start_it(
     result = status(tmp_path, dict.fromkeys(PROBES, stand_in.port), prometheus=False)
     assert result.exit_code == 0, result.stdout
     assert reported(result) == dict.fromkeys(["mlflow", "prefect", "worker", "api"], "up")
+
+
+class PgStandIn(socketserver.ThreadingTCPServer):
+    """Answers like a PostgreSQL server up to its password request (enough for pg_isready,
+    the probe `status` uses); counts the connections that got that far."""
+
+    daemon_threads = True
+    startups = 0
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+class PgStandInHandler(socketserver.BaseRequestHandler):
+    server: PgStandIn
+    SSL_REQUEST, GSSENC_REQUEST = 80877103, 80877104
+
+    def handle(self) -> None:
+        while True:
+            head = self.request.recv(8, socket.MSG_WAITALL)
+            if len(head) < 8:
+                return
+            length, code = struct.unpack("!ii", head)
+            self.request.recv(length - 8, socket.MSG_WAITALL)
+            if code in (self.SSL_REQUEST, self.GSSENC_REQUEST):
+                self.request.sendall(b"N")  # no encryption: go on in the clear
+                continue
+            self.server.startups += 1
+            self.request.sendall(b"R" + struct.pack("!ii", 8, 3))  # a cleartext password, please
+            return
+
+
+@pytest.fixture
+def pg_stand_in() -> Iterator[PgStandIn]:
+    server = PgStandIn(("127.0.0.1", 0), PgStandInHandler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_with_postgres_status_reports_the_cluster_down_when_nothing_answers(
+    stand_in: StandIn, tmp_path: Path
+) -> None:
+    stand_in.healthy = {path for _, path in PROBES.values()}
+    port = free_port()
+    result = status(tmp_path, dict.fromkeys(PROBES, stand_in.port), postgres=port)
+    assert result.exit_code == 1, result.stdout
+    assert reported(result) == {"postgres": "down", **dict.fromkeys(PROBES, "up")}
+    assert result.stdout.splitlines()[0].split()[:2] == [
+        "postgres",
+        f"postgresql://127.0.0.1:{port}",
+    ]
+
+
+def test_with_postgres_status_asks_the_cluster_with_pg_isready(
+    stand_in: StandIn, pg_stand_in: PgStandIn, tmp_path: Path
+) -> None:
+    stand_in.healthy = {path for _, path in PROBES.values()}
+    result = status(tmp_path, dict.fromkeys(PROBES, stand_in.port), postgres=pg_stand_in.port)
+    assert result.exit_code == 0, result.stdout
+    assert reported(result) == {"postgres": "up", **dict.fromkeys(PROBES, "up")}
+    assert pg_stand_in.startups >= 1
 
 
 def test_stop_reaches_the_whole_process_group(tmp_path: Path) -> None:

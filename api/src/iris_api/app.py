@@ -14,7 +14,9 @@ from prometheus_client import disable_created_metrics
 from pydantic import BaseModel
 
 from iris_api import errors
+from iris_api.access import FeedbackAccess
 from iris_api.fastpath import PredictFastPath
+from iris_api.feedback import FeedbackOutbox
 from iris_api.follower import ModelFollower
 from iris_api.limits import BodyLimit
 from iris_api.metrics import Metrics, instrument
@@ -29,7 +31,7 @@ DESCRIPTION = """
 Classifies Iris flowers from four measurements (cm) with the ONNX model that carries the
 registry alias being followed (`{wanted}`). New versions are picked up without a restart;
 `GET /model` tells which one answers. `POST /suggest` takes feedback (measurements and the
-true class) and hands it to a Prefect flow that fine-tunes the model every few rows.
+true class), stores it, and a Prefect flow applies it and fine-tunes the model every few rows.
 """
 
 
@@ -37,15 +39,22 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     # `*_created` series double the size of /metrics and no dashboard reads them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
-    recorded = Metrics(settings.drift_window, settings.drift_min_rows, settings.input_monitoring)
+    recorded = Metrics(
+        settings.drift_window,
+        settings.drift_min_rows,
+        settings.input_monitoring,
+        feedback_store=settings.feedback_store_url is not None,
+    )
     follower = ModelFollower(settings, recorded)
     predictions = Predictions(follower, recorded)
     v2_infer = V2Infer(predictions, settings.v2_model_name, settings.batch_limit)
     prefect = PrefectRuns(settings)
+    outbox = FeedbackOutbox(settings, prefect, recorded)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await follower.start()
+        await outbox.start()
         watch = None
         if settings.prefect_poll_s > 0:
             watch = asyncio.create_task(prefect.watch(recorded.flow_runs, settings.prefect_poll_s))
@@ -56,6 +65,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watch
+            await outbox.stop()
             await follower.stop()
             await prefect.close()
 
@@ -77,6 +87,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.v2_infer = v2_infer
     app.state.metrics = recorded
     app.state.prefect = prefect
+    app.state.outbox = outbox
+    app.state.access = FeedbackAccess(settings)
     # The prediction routes first: the instrumentator looks each request's route up in order.
     app.include_router(predict.router(settings.batch_limit))
     app.include_router(v2.router(settings.v2_model_name, settings.batch_limit))

@@ -15,13 +15,14 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from iris_api.access import FeedbackAccess
 from iris_api.errors import UnsupportedMediaType
+from iris_api.feedback import FeedbackOutbox
 from iris_api.follower import ModelFollower
 from iris_api.metrics import Metrics
 from iris_api.model import Predictor
 from iris_api.oip import V2Infer
 from iris_api.predicting import Predictions
-from iris_api.prefect import PrefectRuns
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -77,9 +78,14 @@ async def _metrics(request: Request) -> Metrics:
     return metrics
 
 
-async def _prefect(request: Request) -> PrefectRuns:
-    prefect: PrefectRuns = request.app.state.prefect
-    return prefect
+async def _outbox(request: Request) -> FeedbackOutbox:
+    outbox: FeedbackOutbox = request.app.state.outbox
+    return outbox
+
+
+async def _access(request: Request) -> FeedbackAccess:
+    access: FeedbackAccess = request.app.state.access
+    return access
 
 
 FollowerDep = Annotated[ModelFollower, Depends(_follower)]
@@ -90,4 +96,7 @@ PredictorDep = Annotated[Predictor, Depends(_predictor)]
 #: Open Inference Protocol infer (`iris_api.oip`): the V2 infer route and the fast path share it.
 V2InferDep = Annotated[V2Infer, Depends(_v2_infer)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
-PrefectDep = Annotated[PrefectRuns, Depends(_prefect)]
+#: The feedback store and the flow runs that apply it (`iris_api.feedback`).
+OutboxDep = Annotated[FeedbackOutbox, Depends(_outbox)]
+#: Who may send feedback, and how fast (`iris_api.access`).
+AccessDep = Annotated[FeedbackAccess, Depends(_access)]

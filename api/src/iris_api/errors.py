@@ -51,22 +51,26 @@ class NotFound(Exception):
         self.detail = detail
 
 
-class Refused(Exception):
-    """A well-formed request this service will not carry out (409): the detail says why."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
 class Upstream(Exception):
-    """A service behind this one (Prefect) failed: 503 if it is away, 502 if it refused."""
+    """A service behind this one (the feedback store, Prefect) failed: 503 if it is away, 502 if
+    it refused."""
 
     def __init__(self, detail: str, status: int = 503, retry_after_s: float = 5.0) -> None:
         super().__init__(detail)
         self.detail = detail
         self.status = status
         self.retry_after_s = retry_after_s
+
+
+class Refused(Exception):
+    """The request is refused for who sent it or how often: 401 (no credentials), 403 (wrong
+    ones), 409 (an idempotency key reused with another body), 429 (too many)."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
 
 
 #: The errors `answer` knows; anything else is a 500.
@@ -117,14 +121,19 @@ def answer(exc: Known, inference_protocol: bool = False) -> Answer:
         summary = f"no model loaded: {exc.reason}"
         body = {"detail": summary}
         headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    elif isinstance(exc, Refused):
+        status = exc.status
+        summary = exc.detail
+        body = {"detail": summary}
+        headers |= exc.headers
     elif isinstance(exc, Upstream):
         status = exc.status
         summary = exc.detail
         body = {"detail": summary}
         if status == 503:
             headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
-    elif isinstance(exc, NotFound | Refused):
-        status = 404 if isinstance(exc, NotFound) else 409
+    elif isinstance(exc, NotFound):
+        status = 404
         summary = exc.detail
         body = {"detail": summary}
     else:

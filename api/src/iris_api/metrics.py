@@ -167,7 +167,11 @@ def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
 
 class Metrics:
     def __init__(
-        self, drift_window: int = 1000, drift_min_rows: int = 100, inputs: bool = True
+        self,
+        drift_window: int = 1000,
+        drift_min_rows: int = 100,
+        inputs: bool = True,
+        feedback_store: bool = True,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -177,6 +181,9 @@ class Metrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
+        # The feedback store's gauges only where a store is configured (an API without one
+        # would otherwise report it down).
+        store = r if feedback_store else None
         # Input histograms and drift scores (computed at scrape time), unless turned off.
         self.drift = DriftMonitor(drift_window, drift_min_rows) if inputs else None
         if self.drift is not None:
@@ -210,19 +217,59 @@ class Metrics:
             "iris_registry_errors", "Registry checks that failed (MLflow unreachable, ...)",
             registry=r,
         )  # fmt: skip
-        # /suggest: feedback handed to Prefect, by true class and whether the served model
-        # agreed ("unknown" while no model is loaded). Counted once per accepted suggestion.
+        # /suggest: feedback stored, by true class and whether the served model agreed
+        # ("unknown" while no model is loaded). Counted once per stored row.
         self.feedback = Counter(
-            "iris_feedback", "Feedback accepted by /suggest", ["class_name", "model_agreed"],
+            "iris_feedback", "Feedback accepted (stored) by /suggest", ["class_name", "model_agreed"],
             registry=r,
         )  # fmt: skip
         for name in CLASS_NAMES:
             for agreed in ("true", "false"):
                 self.feedback.labels(name, agreed)
         self.feedback_failures = Counter(
-            "iris_feedback_failures", "Suggestions not accepted because Prefect failed",
+            "iris_feedback_failures", "Suggestions refused because the store could not take them",
             registry=r,
         )  # fmt: skip
+        # The feedback store's backlog, read every IRIS_API_FEEDBACK_CHECK_S (every replica
+        # reads the same store: aggregate with max, not sum).
+        self.feedback_store_up = Gauge(
+            "iris_feedback_store_up", "1 while the feedback store answers", registry=store
+        )
+        self.feedback_pending = Gauge(
+            "iris_feedback_pending_rows",
+            "Stored feedback rows no run has applied yet",
+            registry=store,
+        )
+        self.feedback_pending_age = Gauge(
+            "iris_feedback_oldest_pending_age_seconds",
+            "Age of the oldest pending feedback row (0: none pending)",
+            registry=store,
+        )
+        self.feedback_applied = Gauge(
+            "iris_feedback_applied_rows", "Feedback rows applied by flow runs", registry=store
+        )
+        self.feedback_owed = Gauge(
+            "iris_feedback_owed_finetunes", "Fine-tunes owed that no run is running", registry=store
+        )
+        self.feedback_owed_age = Gauge(
+            "iris_feedback_owed_age_seconds",
+            "How long the first owed fine-tune has waited for a run (0: none)",
+            registry=store,
+        )
+        self.feedback_runs = Counter(
+            "iris_feedback_runs_requested",
+            "Flow runs this process asked Prefect for: for new rows, or to catch up on rows or "
+            "fine-tunes left by runs that crashed or were lost",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("new", "catchup"):
+            self.feedback_runs.labels(reason)
+        self.feedback_run_failures = Counter(
+            "iris_feedback_run_request_failures",
+            "Times Prefect could not take a run (the rows stay pending; retried)",
+            registry=r,
+        )
         self.flow_runs = Gauge(
             "iris_feedback_flow_runs",
             "Flow runs of the feedback deployment in Prefect, by state type (polled)",

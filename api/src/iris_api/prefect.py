@@ -107,6 +107,21 @@ class PrefectRuns:
         except (KeyError, TypeError) as e:
             raise Upstream(f"Prefect at {self.url} answered without a flow run id", 502) from e
 
+    async def waiting(self, run_id: str) -> bool:
+        """Whether the run has not started yet (SCHEDULED or PENDING): it will still apply
+        every row stored before it starts. False when Prefect cannot say."""
+        try:
+            response = await self._send("GET", f"/flow_runs/{run_id}")
+        except Upstream:
+            return False
+        if response.status_code != 200:
+            return False
+        try:
+            state = str((_json(response, self.url).get("state") or {}).get("type", ""))
+        except Upstream:
+            return False
+        return state in ("SCHEDULED", "PENDING")
+
     async def run_counts(self) -> dict[str, int]:
         """Flow runs of the deployment in Prefect, by state type (for the metrics)."""
         deployment_id = await self._id(refresh=False)

@@ -69,20 +69,25 @@ class SuggestInput(PredictInput):
 
 
 class SuggestOutput(BaseModel):
-    """The feedback was handed to Prefect: a flow run stores it (and may fine-tune)."""
+    """The feedback is stored: a flow run applies it (and fine-tunes every few rows)."""
 
-    flow_run_id: str
-    flow_run_name: str
-    deployment: str = Field(description="`flow/deployment` that runs it")
-    state: str = Field(description="the run's state when created (SCHEDULED)")
+    id: int = Field(description="the row's number in the feedback store (acceptance order)")
+    new: bool = Field(
+        description="false when an earlier request with this Idempotency-Key stored the row"
+    )
+    run: Literal["created", "pending", "earlier"] = Field(
+        description="`created`: the flow run that will apply the row exists (`flow_run_id`); "
+        "`pending`: Prefect has not answered yet, a run will be asked for (the row is stored); "
+        "`earlier`: stored by an earlier request with this Idempotency-Key"
+    )
+    flow_run_id: str | None
+    flow_run_name: str | None
+    deployment: str = Field(description="`flow/deployment` whose runs apply feedback")
     predicted_class_name: str | None = Field(
         description="what the served model says for these measurements (null: no model yet)"
     )
     model_version: str | None
     model_agreed: bool | None = Field(description="predicted_class_name == class_name")
-    new: bool = Field(
-        description="false when an earlier request with this Idempotency-Key created the run"
-    )
 
 
 class Prediction(BaseModel):

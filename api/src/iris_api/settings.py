@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, HttpUrl, ValidationError, field_validator
+from limits import parse
+from pydantic import AliasChoices, Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_core.core_schema import ValidationInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from iris_core.params import registry
+from iris_core.feedback.database import STORE_URL, Location
+from iris_core.params import feedback, registry
 
 ENV_PREFIX = "IRIS_API_"
 
@@ -59,6 +61,33 @@ class ApiSettings(BaseSettings):
         le=64,
         description="requests to Prefect at a time (1 for SQLite; more with PostgreSQL)",
     )
+    feedback_store_url: str | None = Field(
+        None,
+        validation_alias=STORE_URL,
+        description="the feedback store (sqlite:////abs/path.db or postgresql://...); "
+        "unset: /suggest answers 503",
+    )
+    feedback_token: SecretStr | None = Field(
+        None, min_length=16, description="bearer token /suggest requires (unset: none)"
+    )
+    feedback_rate_limit: str = Field(
+        "60/minute",
+        description="suggestions one client (address) may send, as `N/second|minute|hour`",
+    )
+    feedback_every: int = Field(
+        default_factory=lambda: feedback().every,
+        ge=1,
+        description="fine-tune interval in rows (params.yaml feedback.every; as the flow's)",
+    )
+    feedback_check_s: float = Field(
+        10.0, gt=0, le=3600, description="how often the backlog is read (metrics, catch-up)"
+    )
+    feedback_stale_s: float = Field(
+        60.0, gt=0, le=86_400, description="a row pending (or fine-tune owed) longer: catch-up run"
+    )
+    feedback_run_wait_s: float = Field(
+        2.0, ge=0, le=60, description="how long /suggest waits to name the run that applies it"
+    )
     prefect_poll_s: float = Field(
         30.0, ge=0, le=3600, description="flow run counts for the metrics; 0 = off"
     )
@@ -78,6 +107,22 @@ class ApiSettings(BaseSettings):
     )
     access_log: bool = Field(False, description="one log line per request (costs throughput)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("feedback_store_url")
+    @classmethod
+    def _a_store(cls, url: str | None) -> str | None:
+        if url is not None:
+            Location.parse(url)
+        return url
+
+    @field_validator("feedback_rate_limit")
+    @classmethod
+    def _a_rate(cls, value: str) -> str:
+        try:
+            parse(value)
+        except ValueError as e:
+            raise ValueError(f"{value!r} is not a rate such as 60/minute ({e})") from e
+        return value
 
     @field_validator("drift_min_rows")
     @classmethod
@@ -100,6 +145,11 @@ def describe(error: ValidationError) -> str:
     """One line per bad setting, named by its environment variable."""
     lines = []
     for e in error.errors():
-        name = ENV_PREFIX + "_".join(str(part) for part in e["loc"]).upper()
+        first = str(e["loc"][0]) if e["loc"] else ""
+        name = (
+            first  # a variable of its own (IRIS_FEEDBACK_STORE_URL, MLFLOW_TRACKING_URI)
+            if first.isupper()
+            else ENV_PREFIX + "_".join(str(part) for part in e["loc"]).upper()
+        )
         lines.append(f"{name}: {e['msg']}")
     return "\n".join(lines)

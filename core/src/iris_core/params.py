@@ -71,11 +71,18 @@ def promotes(test_accuracy: float, accuracy_above: float) -> bool:
     return test_accuracy > accuracy_above
 
 
+class FeedbackParams(_Strict):
+    """How feedback turns into fine-tunes: the API and the flow must agree on it."""
+
+    every: Annotated[int, Field(ge=1)]
+
+
 class Params(_Strict):
     data: DataParams
     prepare: PrepareParams
     train: TrainParams
     registry: RegistryParams
+    feedback: FeedbackParams
 
 
 class ParamsError(ValueError):
@@ -105,3 +112,7 @@ def packaged() -> Params:
 
 def registry() -> RegistryParams:
     return packaged().registry
+
+
+def feedback() -> FeedbackParams:
+    return packaged().feedback

@@ -1,16 +1,25 @@
-"""The Prefect flow `iris-finetune`: store one feedback row; every N rows, fine-tune.
+"""The Prefect flow `iris-finetune`: apply the pending feedback rows; at every
+IRIS_FINETUNE_EVERY applied rows, fine-tune.
 
-Thin wrappers: the work is in `iris_finetune.store` and `iris_finetune.tune`; the fine-tune's
-steps run as tasks of their own (load_champion, tune, evaluate, register), so the UI shows
-the step a failed run stopped in. Parameters are the 4 measurements and the true class,
-validated by Prefect from these annotations (the deployment's parameter schema says the
-same). Deployments: `prefect.yaml` at the repository root (`local`: a process work pool;
-`kubernetes`: a pod per run from the finetune image).
+The rows are in the feedback store (`iris_core.feedback`): the API stores each accepted
+suggestion there before it answers, then asks Prefect for a run. A run applies every pending
+row (in acceptance order, each once, whichever run gets there first), then runs the fine-tunes
+owed, in order, one at a time; a crashed or lost run therefore delays rows, never drops them,
+and the next run (or the API's catch-up) picks up where it stopped. Started by hand (the
+Prefect UI) with the four measurements and the true class, a run stores that row first, once.
+
+Thin wrappers: the work is in the store and in `iris_finetune.tune`; the fine-tune's steps run
+as tasks of their own (load_champion, tune, evaluate, register), so the UI shows the step a
+failed run stopped in. Parameters are validated by Prefect from these annotations (the
+deployment's parameter schema says the same). Deployments: `prefect.yaml` at the repository
+root (`local`: a process work pool; `kubernetes`: a pod per run from the finetune image).
 """
 
 from __future__ import annotations
 
 import tempfile
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,8 +29,18 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from iris_core import MEASUREMENT_MAX_CM, ClassName
+from iris_core.feedback import (
+    SOURCE_FLOW_RUN,
+    Added,
+    Claimed,
+    ClaimLost,
+    Feedback,
+    FeedbackStore,
+    Held,
+    Outcome,
+    flow_run_key,
+)
 from iris_finetune.settings import FinetuneSettings
-from iris_finetune.store import FAILED, Feedback, FeedbackStore, Stored, Turn
 
 if TYPE_CHECKING:
     from iris_finetune.tune import Evaluated, Parent, Tuned, TuneOutcome
@@ -31,9 +50,16 @@ FLOW_NAME = "iris-finetune"
 Cm = Annotated[float, Field(gt=0, le=MEASUREMENT_MAX_CM, description="cm")]
 
 
-@task(retries=3, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def store_feedback(store: FeedbackStore, run_id: str, row: Feedback) -> Stored:
-    return store.add(run_id, row)
+@task(retries=3, retry_delay_seconds=1, cache_policy=NO_CACHE, persist_result=False)
+def add_row(store: FeedbackStore, run_id: str, row: Feedback) -> Added:
+    """The row this run was started with, stored once (a retry finds it again)."""
+    return store.add(row.measurements, row.class_name, flow_run_key(run_id), SOURCE_FLOW_RUN)
+
+
+@task(retries=3, retry_delay_seconds=1, cache_policy=NO_CACHE, persist_result=False)
+def apply_pending(store: FeedbackStore, run_id: str) -> Claimed:
+    """Every pending row, in acceptance order, applied by this run (all or none)."""
+    return store.claim_pending(run_id)
 
 
 # The steps of a fine-tune: they hand each other models and arrays in-process, so there is
@@ -73,37 +99,53 @@ def register(
     return steps.register(settings, parent, tuned, evaluated)
 
 
-def fine_tune(settings: FinetuneSettings, rows: list[Feedback], run_id: str) -> TuneOutcome:
-    """`iris_finetune.tune.fine_tune`, each step a task (`rows`: the feedback to tune on)."""
+def fine_tune(
+    settings: FinetuneSettings,
+    rows: list[Feedback],
+    run_id: str,
+    still_ours: Callable[[], None] = lambda: None,
+) -> TuneOutcome:
+    """`iris_finetune.tune.fine_tune`, each step a task (`rows`: the feedback to tune on);
+    `still_ours` before each step renews the claim (ClaimLost: another run took it over)."""
     with tempfile.TemporaryDirectory(prefix="iris-finetune-") as tmp:
+        still_ours()
         parent = load_champion(settings, Path(tmp))
+        still_ours()
         tuned = tune(settings, parent, rows)
+        still_ours()
         evaluated = evaluate(settings, parent, tuned, run_id)
+        still_ours()
         return register(settings, parent, tuned, evaluated)
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, persist_result=False)
 def fine_tune_at(
     store: FeedbackStore, settings: FinetuneSettings, rows: int, run_id: str
 ) -> dict[str, Any]:
-    """The fine-tune at `rows` rows, after the one before it (feedback order), once; its
-    steps run as tasks inside this one, and the store records how it ended (FAILED if any
-    step raised, so a retry or the next fine-tune can go on)."""
+    """The fine-tune on the first `rows` applied rows, claimed by this run; its steps run as
+    tasks inside this one, and the store records how it ended (FAILED if a step raised: the
+    next fine-tune trains on these rows too; released, for another run, if the run was
+    stopped)."""
     logger = get_run_logger()
-    after = rows - settings.every if rows > settings.every else None
-    turn, timed_out = store.wait_turn(rows, run_id, after, settings.order_timeout_s)
-    if timed_out:
-        logger.warning("the fine-tune at %s rows did not finish in time: going ahead", after)
-    if turn is Turn.DONE:
-        logger.info("the fine-tune at %d rows ran before (a retry): nothing to do", rows)
-        return {"rows": rows, "skipped": "done before"}
+
+    def still_ours() -> None:  # a live run keeps its claim however long the steps take
+        store.renew_finetune(rows, run_id, settings.lease_s)
+
     try:
-        outcome = fine_tune(settings, store.rows(upto=rows), run_id)
-    except BaseException as e:
-        store.finish(rows, FAILED, f"{type(e).__name__}: {e}")
+        outcome = fine_tune(settings, store.rows(rows), run_id, still_ours)
+    except ClaimLost:
+        logger.warning("the fine-tune at %d rows was taken over by another run", rows)
         raise
-    result = "registered" if outcome.registered else "rejected"
-    store.finish(rows, result, outcome.reason)
+    except Exception as e:
+        store.finish_finetune(rows, run_id, Outcome.FAILED, f"{type(e).__name__}: {e}")
+        raise
+    except BaseException:
+        # Stopped, not failed (SIGTERM: a pod evicted, a worker shutting down): the next run
+        # takes the fine-tune over at once.
+        store.release_finetune(rows, run_id)
+        raise
+    result = Outcome.REGISTERED if outcome.registered else Outcome.REJECTED
+    store.finish_finetune(rows, run_id, result, outcome.reason)
     logger.info(
         "fine-tune at %d rows: %s (%s); test accuracy %.4f (its parent had %.4f); "
         "MLflow run %s; timings %s",
@@ -117,7 +159,7 @@ def fine_tune_at(
     )
     return {
         "rows": rows,
-        "result": result,
+        "result": str(result),
         "reason": outcome.reason,
         "test_accuracy": outcome.test_accuracy,
         "run_id": outcome.run_id,
@@ -126,29 +168,64 @@ def fine_tune_at(
     }
 
 
-@flow(name=FLOW_NAME, retries=1, retry_delay_seconds=5, validate_parameters=True)
+def given_row(
+    measurements: tuple[float | None, float | None, float | None, float | None],
+    class_name: str | None,
+) -> Feedback | None:
+    """The row a run was started with: all five parameters, or none (a run the API asked for
+    applies what is pending); some but not all is a mistake worth stopping for."""
+    if class_name is None and all(m is None for m in measurements):
+        return None
+    m0, m1, m2, m3 = measurements
+    if class_name is None or m0 is None or m1 is None or m2 is None or m3 is None:
+        raise ValueError(
+            "give all four measurements and class_name (a row of feedback), or none of them"
+        )
+    return Feedback((m0, m1, m2, m3), class_name)
+
+
+@flow(name=FLOW_NAME, validate_parameters=True)
 def finetune(
-    sepal_length: Cm,
-    sepal_width: Cm,
-    petal_length: Cm,
-    petal_width: Cm,
-    class_name: ClassName,
+    sepal_length: Cm | None = None,
+    sepal_width: Cm | None = None,
+    petal_length: Cm | None = None,
+    petal_width: Cm | None = None,
+    class_name: ClassName | None = None,
 ) -> dict[str, Any]:
-    """Store one feedback row (once per flow run); fine-tune when the store reaches a
-    multiple of IRIS_FINETUNE_EVERY rows."""
+    """Apply the pending feedback rows; fine-tune at every multiple of IRIS_FINETUNE_EVERY
+    applied rows, in order. Given a flower and its class (a run started by hand), store that
+    row first, once."""
+    row = given_row((sepal_length, sepal_width, petal_length, petal_width), class_name)
     settings = FinetuneSettings()
-    store = FeedbackStore(settings.feedback_db)
-    run_id = flow_run.get_id() or ""
-    row = Feedback((sepal_length, sepal_width, petal_length, petal_width), class_name)
-    stored = store_feedback(store, run_id, row)
     logger = get_run_logger()
-    logger.info(
-        "feedback row %d %s (%s)",
-        stored.seq,
-        "stored" if stored.new else "was stored by an earlier try",
-        class_name,
-    )
-    answer: dict[str, Any] = {"seq": stored.seq, "new": stored.new}
-    if stored.seq % settings.every == 0:
-        answer["finetune"] = fine_tune_at(store, settings, stored.seq, run_id)
+    run_id = flow_run.get_id() or f"local-{uuid.uuid4()}"
+    with FeedbackStore.open(settings.store_url) as store:
+        answer: dict[str, Any] = {}
+        if row is not None:
+            added = add_row(store, run_id, row)
+            answer["added"] = added.id
+            logger.info("feedback row %d %s (%s)", added.id,
+                        "stored" if added.new else "was stored by an earlier try",
+                        row.class_name)  # fmt: skip
+        claimed = apply_pending(store, run_id)
+        answer["applied"] = [claimed.first_seq, claimed.last_seq] if claimed.count else []
+        logger.info(
+            "applied %d pending rows (%s); %d applied in all",
+            claimed.count,
+            f"{claimed.first_seq}..{claimed.last_seq}" if claimed.count else "none",
+            claimed.last_seq,
+        )
+        tuned = []
+        while (turn := store.next_finetune(settings.every, run_id, settings.lease_s)) is not None:
+            if isinstance(turn, Held):
+                logger.info(
+                    "the fine-tune at %d rows is %s's until %s: it goes on from there",
+                    turn.rows, turn.run_id, turn.until.isoformat(),
+                )  # fmt: skip
+                break
+            if turn.attempt > 1:
+                logger.warning("the fine-tune at %d rows was left by a run that stopped: "
+                               "taking it over (attempt %d)", turn.rows, turn.attempt)  # fmt: skip
+            tuned.append(fine_tune_at(store, settings, turn.rows, run_id))
+        answer["finetunes"] = tuned
     return answer

@@ -2,17 +2,18 @@
 
 A flow run reads them where it runs: the local worker's environment, or the pod's (the
 deployment's job variables). The experiment, registry names, alias and threshold default to
-params.yaml's `registry` section (`iris_core.params`), which training uses too.
+params.yaml's `registry` section and the fine-tune interval to its `feedback` section
+(`iris_core.params`), which training and the API read too. The feedback store's URL is
+`IRIS_FEEDBACK_STORE_URL`, the one variable the API and the flow share.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from iris_core.params import registry
+from iris_core.feedback.database import STORE_URL, Location
+from iris_core.params import feedback, registry
 
 
 class FinetuneSettings(BaseSettings):
@@ -23,8 +24,15 @@ class FinetuneSettings(BaseSettings):
         validation_alias=AliasChoices("IRIS_FINETUNE_TRACKING_URI", "MLFLOW_TRACKING_URI"),
         description="MLflow tracking server (also read from MLFLOW_TRACKING_URI)",
     )
-    feedback_db: Path = Field(description="The feedback store, an absolute SQLite file path")
-    every: int = Field(5, ge=1, description="Fine-tune each time the store reaches a multiple")
+    store_url: str = Field(
+        validation_alias=STORE_URL,
+        description="The feedback store: sqlite:////absolute/path.db or postgresql://...",
+    )
+    every: int = Field(
+        default_factory=lambda: feedback().every,
+        ge=1,
+        description="Fine-tune at every multiple of this many applied rows",
+    )
     accuracy_above: float = Field(
         default_factory=lambda: registry().accuracy_above,
         ge=0,
@@ -55,15 +63,16 @@ class FinetuneSettings(BaseSettings):
     learning_rate_divisor: float = Field(10.0, gt=0, description="learning_rate_init over this")
     original_weight: float = Field(0.7, gt=0, description="sample_weight of the training rows")
     feedback_weight: float = Field(1.0, gt=0, description="sample_weight of the feedback rows")
-    order_timeout_s: float = Field(
-        600.0, gt=0, description="How long a fine-tune waits for the one before it"
+    lease_s: float = Field(
+        600.0,
+        gt=0,
+        description="How long a claimed fine-tune is a run's own; then another run takes it over",
     )
 
-    @field_validator("feedback_db")
+    @field_validator("store_url")
     @classmethod
-    def _absolute(cls, path: Path) -> Path:
-        # A flow run works in a temporary folder (the worker's): a relative path would store
-        # feedback there, and it would be lost.
-        if not path.is_absolute():
-            raise ValueError("must be an absolute path (flow runs work in a temporary folder)")
-        return path
+    def _a_store(cls, url: str) -> str:
+        # A SQLite path must be absolute: a flow run works in a temporary folder (the
+        # worker's), where a relative path would keep feedback that is then lost.
+        Location.parse(url)
+        return url

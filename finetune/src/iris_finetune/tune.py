@@ -36,9 +36,9 @@ from sklearn.metrics import accuracy_score
 from sklearn.neural_network import MLPClassifier
 
 from iris_core import FEATURES
+from iris_core.feedback import Feedback
 from iris_core.params import promotes
 from iris_finetune.settings import FinetuneSettings
-from iris_finetune.store import Feedback
 from iris_training.data import DataError
 from iris_training.dataset import Dataset, load_dataset
 from iris_training.tracking import (

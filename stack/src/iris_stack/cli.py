@@ -5,21 +5,39 @@ one folder), runs the DVC pipeline, deploys the fine-tuning flow to a local proc
 starts its worker, starts the prediction API and prints where everything is; the services stay
 in the background until `down`. Running `up` twice is safe: what answers already is reused, and
 `dvc repro` skips what is up to date.
+
+The databases are SQLite files under the state folder, or with IRIS_DATABASE=postgres one local
+PostgreSQL cluster there that `up` starts first and `down` stops last (`iris_stack.databases`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
+from iris_core import EXAMPLES, FEATURES
+from iris_core.feedback import STORE_URL
 from iris_core.params import ParamsError, RegistryParams, load_params
 from iris_core.registry import AliasedVersion, RegistryError, version_by_alias
+from iris_stack.databases import (
+    ROLES,
+    Databases,
+    create_databases,
+    feedback_token,
+    local_cluster,
+    postgres_databases,
+    role_passwords,
+    sqlite_databases,
+)
 from iris_stack.deploy import deploy_local, wait_pool_ready
 from iris_stack.process import Service, ServiceError, answers, bin_path, stop_group
 from iris_stack.prometheus import prometheus_config
@@ -128,9 +146,19 @@ def up() -> None:
     settings = load_settings()
     reg = registry_params(settings)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    mlflow = mlflow_server(settings.state_dir / "mlflow", settings.mlflow_port, settings.host)
-    prefect = prefect_server(settings.state_dir / "prefect", settings.prefect_port, settings.host)
     try:
+        token = feedback_token(settings.feedback_token_file)
+        databases = (
+            _start_postgres(settings)
+            if settings.database == "postgres"
+            else sqlite_databases(settings)
+        )
+        mlflow = mlflow_server(
+            settings.state_dir / "mlflow", settings.mlflow_port, settings.host, databases.mlflow
+        )
+        prefect = prefect_server(
+            settings.state_dir / "prefect", settings.prefect_port, settings.host, databases.prefect
+        )
         for service in (mlflow, prefect):  # both start together: each takes 10-15 s
             typer.echo(start(settings, service), err=True)
         for service in (mlflow, prefect):
@@ -151,13 +179,64 @@ def up() -> None:
         _dvc("repro", "--force", "--single-item", "train", env=env)
         versions = champions(settings, reg)
     try:
-        _start_worker(settings, registry_env(reg))
-        _start_api(settings, registry_env(reg))
+        _start_worker(settings, registry_env(reg) | worker_env(databases))
+        _start_api(settings, registry_env(reg) | api_env(settings, databases, token))
         prometheus = _start_prometheus(settings)
     except ServiceError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(1) from e
     _print_summary(settings, versions, prometheus)
+
+
+#: Requests the API sends Prefect at a time when Prefect runs on PostgreSQL, which takes
+#: concurrent writes (on SQLite it answers all but one 503, so the API's default is 1). On the
+#: 2 cores measured, 2 to 8 created flow runs about 15 % faster than 1, none retried; 16 was
+#: slower: the Prefect server's CPU is the limit (docs/local-stack.md).
+POSTGRES_PREFECT_CONCURRENCY = 4
+
+
+def worker_env(databases: Databases) -> dict[str, str]:
+    """The feedback store, for the flow runs the worker starts."""
+    return {STORE_URL: databases.feedback}
+
+
+def api_env(settings: StackSettings, databases: Databases, token: str) -> dict[str, str]:
+    """Prefect's address, the feedback store, the token /suggest requires; with PostgreSQL
+    more requests to Prefect at a time (unless IRIS_API_PREFECT_CONCURRENCY is set)."""
+    env = {
+        "IRIS_API_PREFECT_API_URL": settings.prefect_url,
+        STORE_URL: databases.feedback,
+        "IRIS_API_FEEDBACK_TOKEN": token,
+    }
+    if settings.database == "postgres" and "IRIS_API_PREFECT_CONCURRENCY" not in os.environ:
+        env["IRIS_API_PREFECT_CONCURRENCY"] = str(POSTGRES_PREFECT_CONCURRENCY)
+    return env
+
+
+def _start_postgres(settings: StackSettings) -> Databases:
+    """The stack's PostgreSQL cluster running (created the first time), with a role and a
+    database each for MLflow, Prefect and the feedback store; their URLs."""
+    cluster = local_cluster(settings)
+    if cluster.init():
+        typer.echo(f"postgres: created a cluster in {cluster.folder}", err=True)
+    service = cluster.service()
+    where = f"{cluster.host}:{cluster.port}"
+    pid = cluster.running_pid()
+    if pid is not None:
+        typer.echo(f"postgres: already answering at {where} (pid {pid})", err=True)
+    elif cluster.ready():
+        raise ServiceError(
+            f"another PostgreSQL server answers at {where}: set IRIS_POSTGRES_PORT to a free "
+            f"port for the stack's cluster ({cluster.folder})"
+        )
+    else:
+        pid = service.start()
+        _pidfile(settings, service.name).write_text(f"{pid}\n")
+        typer.echo(f"postgres: started (pid {pid}, log {service.log_path})", err=True)
+    wait(settings, service)
+    passwords = role_passwords(settings.postgres_credentials, cluster.host, cluster.port)
+    create_databases(cluster, passwords)
+    return postgres_databases(cluster, passwords)
 
 
 def _start_prometheus(settings: StackSettings) -> bool:
@@ -188,7 +267,7 @@ def _start_worker(settings: StackSettings, names: dict[str, str]) -> None:
         settings.mlflow_url,
         settings.worker_health_port,
         settings.state_dir / "worker.log",
-        env={**names, "IRIS_FINETUNE_FEEDBACK_DB": str(settings.feedback_db)},
+        env=names,
         host=settings.host,
     )
     typer.echo(start(settings, worker), err=True)
@@ -202,7 +281,7 @@ def _start_api(settings: StackSettings, names: dict[str, str]) -> None:
         settings.mlflow_url,
         settings.state_dir / "api.log",
         settings.host,
-        env={**names, "IRIS_API_PREFECT_API_URL": settings.prefect_url},
+        env=names,
     )
     typer.echo(start(settings, api), err=True)
     wait(settings, api, url=ready_url(api))
@@ -211,6 +290,17 @@ def _start_api(settings: StackSettings, names: dict[str, str]) -> None:
 def _print_summary(
     settings: StackSettings, versions: list[AliasedVersion | None], prometheus: bool
 ) -> None:
+    rows = summary_rows(settings, versions, prometheus)
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        typer.echo(f"{key:<{width}}  {value}")
+
+
+def summary_rows(
+    settings: StackSettings, versions: list[AliasedVersion | None], prometheus: bool
+) -> list[tuple[str, str]]:
+    """What `up` prints: addresses, versions, where the data and the secrets are (never a
+    secret itself)."""
     rows = [
         ("MLflow UI", settings.mlflow_url),
         ("Prefect UI", settings.prefect_url.removesuffix("/api")),
@@ -224,20 +314,35 @@ def _print_summary(
             continue
         accuracy = v.tags.get("test_accuracy", "?")
         rows.append((v.name, f"version {v.version} @{v.alias} (test accuracy {accuracy})"))
+    rows.append(("Test accuracy", accuracy))
+    if settings.database == "postgres":
+        where = f"{settings.host}:{settings.postgres_port}"
+        pgpass = settings.postgres_credentials
+        psql = f"psql -h {settings.host} -p {settings.postgres_port} -U mlflow mlflow"
+        rows += [
+            ("Databases", f"PostgreSQL {where}: {', '.join(ROLES)} (in {settings.postgres_dir})"),
+            ("DB passwords", f"{pgpass} (PGPASSFILE={pgpass} {psql})"),
+            ("Feedback DB", f"PostgreSQL {where}/feedback"),
+        ]
+    else:
+        rows.append(("Feedback DB", str(settings.feedback_db)))
+    token = settings.feedback_token_file
+    example = dict(zip(FEATURES, EXAMPLES["Iris-setosa"], strict=True))
+    body = json.dumps(example | {"class_name": "Iris-setosa"}, separators=(",", ":"))
+    curl = f"curl -H \"Authorization: Bearer $(cat {token})\" --json '{body}'"
     rows += [
-        ("Test accuracy", accuracy),
-        ("Feedback DB", str(settings.feedback_db)),
+        ("Suggest token", f"{token} (POST /suggest sends it as a bearer token):"),
+        ("", f"{curl} {settings.api_url}/suggest"),
         ("Stop with", "make down"),
     ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        typer.echo(f"{key:<{width}}  {value}")
+    return rows
 
 
 #: `down` stops in this order: Prometheus before what it scrapes, the worker before the Prefect
-#: server it reports to, the API before the servers it calls; SIGTERMs each needs (a Prefect
-#: worker wants a second one).
-STOP_ORDER = {"prometheus": 1, "worker": 2, "api": 1, "prefect": 1, "mlflow": 1}
+#: server it reports to, the API before the servers it calls, PostgreSQL after everything
+#: that uses it; SIGTERMs each needs (a Prefect worker wants a second one; PostgreSQL gets its
+#: fast shutdown instead: on SIGTERM it would wait for every session to end).
+STOP_ORDER = {"prometheus": 1, "worker": 2, "api": 1, "prefect": 1, "mlflow": 1, "postgres": 0}
 
 
 @app.command()
@@ -256,12 +361,34 @@ def down() -> None:
             pid = int(pidfile.read_text().strip())
         except (OSError, ValueError):
             pid = 0
-        if pid and stop_group(pid, signals=STOP_ORDER.get(name, 1)):  # False: nothing ran
+        if name == "postgres":
+            pid = _stop_postgres(settings)
+        elif not (pid and stop_group(pid, signals=STOP_ORDER.get(name, 1))):
+            pid = 0  # nothing ran
+        if pid:
             typer.echo(f"{name}: stopped (pid {pid})")
             stopped += 1
         pidfile.unlink(missing_ok=True)
     if not stopped:
         typer.echo("nothing to stop")
+
+
+def _stop_postgres(settings: StackSettings) -> int:
+    """The stack's cluster stopped with a fast shutdown; its pid, or 0 if it was not running."""
+    try:
+        cluster = local_cluster(settings)
+        pid = cluster.running_pid()
+        return pid if pid is not None and cluster.stop() else 0
+    except ServiceError as e:
+        typer.echo(f"postgres: {e}", err=True)
+        return 0
+
+
+def _postgres_ready(settings: StackSettings) -> bool:
+    try:
+        return local_cluster(settings).ready()
+    except (ServiceError, OSError, subprocess.TimeoutExpired):
+        return False
 
 
 @app.command()
@@ -281,9 +408,14 @@ def status(
     }
     if shutil.which("prometheus"):  # `up` starts it only then
         checks["prometheus"] = (settings.prometheus_url, f"{settings.prometheus_url}/-/ready")
+    probes: dict[str, tuple[str, Callable[[], bool]]] = {}
+    if settings.database == "postgres":  # PostgreSQL does not speak HTTP: pg_isready
+        where = f"postgresql://{settings.host}:{settings.postgres_port}"
+        probes["postgres"] = (where, partial(_postgres_ready, settings))
+    probes |= {name: (url, partial(answers, health)) for name, (url, health) in checks.items()}
     ok = True
-    for name, (url, health) in checks.items():
-        up = answers(health)
+    for name, (url, probe) in probes.items():
+        up = probe()
         ok &= up
         if not quiet:
             typer.echo(f"{name:<7} {url}  {'up' if up else 'down'}")

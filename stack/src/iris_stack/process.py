@@ -59,8 +59,13 @@ class Service:
             )
         return self.process.pid
 
+    def healthy(self, url: str) -> bool:
+        """Whether the service answers at `url` (2xx). A service that does not speak HTTP
+        overrides this with its own check."""
+        return answers(url)
+
     def wait_healthy(self, timeout_s: float, url: str | None = None) -> None:
-        """Until `url` (default: the health URL) answers 2xx; ServiceError with the log's tail
+        """Until `healthy(url)` (default: the health URL); ServiceError with the log's tail
         if the process exits first or the time runs out."""
         url = url or self.health_url
         deadline = time.monotonic() + timeout_s
@@ -70,9 +75,9 @@ class Service:
                     f"{self.name} exited with code {self.process.returncode} before answering "
                     f"{url}; last lines of {self.log_path}:\n{tail(self.log_path)}"
                 )
-            if answers(url):
+            if self.healthy(url):
                 return
-            time.sleep(0.25)
+            time.sleep(0.1)
         raise ServiceError(
             f"{self.name} did not answer {url} within {timeout_s:.0f} s; "
             f"last lines of {self.log_path}:\n{tail(self.log_path)}"

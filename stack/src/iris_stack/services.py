@@ -16,10 +16,19 @@ from iris_stack.process import Service, bin_path
 LOOPBACK = "127.0.0.1"
 
 
-def mlflow_server(state_dir: Path, port: int, host: str = LOOPBACK) -> Service:
-    """A lean MLflow tracking server: SQLite and served artifacts under `state_dir`, one worker,
-    no job execution (about 0.5 GB instead of 3 GB)."""
+def mlflow_server(
+    state_dir: Path, port: int, host: str = LOOPBACK, backend_store_uri: str | None = None
+) -> Service:
+    """A lean MLflow tracking server: served artifacts under `state_dir`, its backend store a
+    SQLite file there or `backend_store_uri` (given through the environment, so a password in
+    it stays out of the process list), one worker, no job execution (about 0.5 GB instead of
+    3 GB)."""
     state_dir.mkdir(parents=True, exist_ok=True)
+    store = (
+        ["--backend-store-uri", f"sqlite:///{(state_dir / 'mlflow.db').resolve()}"]
+        if backend_store_uri is None
+        else []
+    )
     return Service(
         name="mlflow",
         argv=[
@@ -31,14 +40,17 @@ def mlflow_server(state_dir: Path, port: int, host: str = LOOPBACK) -> Service:
             str(port),
             "--workers",
             "1",
-            "--backend-store-uri",
-            f"sqlite:///{(state_dir / 'mlflow.db').resolve()}",
+            *store,
             "--artifacts-destination",
             str((state_dir / "artifacts").resolve()),
         ],
         health_url=f"http://{host}:{port}/health",
         log_path=state_dir / "mlflow.log",
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"},
+        env={
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            **({"MLFLOW_BACKEND_STORE_URI": backend_store_uri} if backend_store_uri else {}),
+        },
     )
 
 
@@ -78,10 +90,15 @@ def ready_url(api: Service) -> str:
 PREFECT_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
 
 
-def prefect_server(state_dir: Path, port: int, host: str = LOOPBACK) -> Service:
-    """`prefect server start`: API and UI on one port, SQLite and settings under `state_dir`."""
+def prefect_server(
+    state_dir: Path, port: int, host: str = LOOPBACK, database_url: str | None = None
+) -> Service:
+    """`prefect server start`: API and UI on one port, settings under `state_dir`, its
+    database a SQLite file there or `database_url` (SQLAlchemy's form, asyncpg for
+    PostgreSQL)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     home = state_dir.resolve()
+    database_url = database_url or f"sqlite+aiosqlite:///{home / 'prefect.db'}"
     return Service(
         name="prefect",
         argv=[bin_path("prefect"), "server", "start", "--host", host, "--port", str(port)],
@@ -90,7 +107,7 @@ def prefect_server(state_dir: Path, port: int, host: str = LOOPBACK) -> Service:
         env={
             **PREFECT_ENV,
             "PREFECT_HOME": str(home),
-            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            "PREFECT_API_DATABASE_CONNECTION_URL": database_url,
             # the UI in the browser talks to this API (not to a default 127.0.0.1:4200)
             "PREFECT_UI_API_URL": f"http://{host}:{port}/api",
         },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,14 @@ class StackSettings(BaseSettings):
     worker_health_port: int = Field(4201, ge=1, le=65535, description="local worker's /health")
     work_pool: str = Field("iris-local", description="Prefect process work pool (local runs)")
     prometheus_port: int = Field(9090, ge=1, le=65535, description="when `prometheus` is on PATH")
+    database: Literal["sqlite", "postgres"] = Field(
+        "sqlite",
+        description="sqlite: files under the state folder; postgres: one local PostgreSQL "
+        "cluster for MLflow, Prefect and the feedback store",
+    )
+    postgres_port: int = Field(
+        5433, ge=1, le=65535, description="the local PostgreSQL cluster (IRIS_DATABASE=postgres)"
+    )
     params: Path = Field(Path("params.yaml"), description="Pipeline parameters (registry names)")
     start_timeout_s: float = Field(120.0, gt=0, description="How long a service may take to start")
 
@@ -37,6 +46,21 @@ class StackSettings(BaseSettings):
     @property
     def feedback_db(self) -> Path:
         return (self.state_dir / "feedback.db").resolve()
+
+    @property
+    def postgres_dir(self) -> Path:
+        """The local PostgreSQL cluster: data, socket, log."""
+        return self.state_dir / "postgres"
+
+    @property
+    def postgres_credentials(self) -> Path:
+        """The roles' passwords, in PostgreSQL's password file format (0600)."""
+        return self.state_dir / "postgres.pgpass"
+
+    @property
+    def feedback_token_file(self) -> Path:
+        """The bearer token /suggest requires (0600)."""
+        return self.state_dir / "feedback.token"
 
     @property
     def prometheus_url(self) -> str:

@@ -1,5 +1,6 @@
-"""One fine-tuning set-up of its own: a deployment cloned from `local`, a fresh feedback store,
-copies of the registered champions."""
+"""One fine-tuning set-up of its own: a deployment cloned from `local`, a fresh feedback store
+(SQLite in a folder, or a URL given: a PostgreSQL database), copies of the registered
+champions."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
+from iris_core.feedback import STORE_URL, FeedbackStore
 from iris_finetune.flow import FLOW_NAME
-from iris_finetune.store import FeedbackStore
 from iris_testing.prefect_rest import PrefectRest
 from iris_testing.training import Registered
 
@@ -32,8 +33,16 @@ class FeedbackCase:
 
     @classmethod
     def create(
-        cls, prefect: PrefectRest, registered: Registered, folder: Path, **settings: str
+        cls,
+        prefect: PrefectRest,
+        registered: Registered,
+        folder: Path,
+        store_url: str | None = None,
+        pool: str | None = None,
+        **settings: str,
     ) -> FeedbackCase:
+        """`settings`: more environment of the deployment's runs (IRIS_FINETUNE_...); `pool`:
+        the work pool its runs go to (default: `local`'s)."""
         tag = uuid.uuid4().hex[:8]
         client = MlflowClient(registered.tracking_uri)
         names = {}
@@ -46,15 +55,16 @@ class FeedbackCase:
             copy = client.copy_model_version(f"models:/{source}/{version}", name)
             client.set_registered_model_alias(name, registered.registry.alias, copy.version)
             names[kind] = name
-        store = FeedbackStore(folder / "feedback.db")
+        store_url = store_url or f"sqlite:///{folder.resolve() / 'feedback.db'}"
+        store = FeedbackStore.open(store_url)
         env = {
-            "IRIS_FINETUNE_FEEDBACK_DB": str(store.path),
+            STORE_URL: store_url,
             "IRIS_FINETUNE_SKLEARN_MODEL_NAME": names["sklearn"],
             "IRIS_FINETUNE_ONNX_MODEL_NAME": names["onnx"],
             "IRIS_FINETUNE_EXPERIMENT": f"finetune-{tag}",
             **settings,
         }
-        deployment_id = prefect.clone_deployment(f"{FLOW_NAME}/local", f"test-{tag}", env)
+        deployment_id = prefect.clone_deployment(f"{FLOW_NAME}/local", f"test-{tag}", env, pool)
         return cls(
             prefect,
             f"{FLOW_NAME}/test-{tag}",
@@ -66,6 +76,10 @@ class FeedbackCase:
             client,
             env,
         )
+
+    @property
+    def store_url(self) -> str:
+        return self.env[STORE_URL]
 
     @property
     def tracking_uri(self) -> str:

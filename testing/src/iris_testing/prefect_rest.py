@@ -62,9 +62,12 @@ class PrefectRest:
         found: dict[str, Any] = self.request("GET", f"/deployments/name/{name}").json()
         return found
 
-    def clone_deployment(self, source: str, name: str, env: dict[str, str]) -> str:
+    def clone_deployment(
+        self, source: str, name: str, env: dict[str, str], pool: str | None = None
+    ) -> str:
         """A copy of deployment `source` (flow/deployment) named `name`, whose runs get `env`
-        (settings of their own: feedback store, registry names); its id."""
+        (settings of their own: feedback store, registry names), in work pool `pool` (default:
+        the source's); its id."""
         d = self.deployment(source)
         response = self.request(
             "POST",
@@ -73,7 +76,7 @@ class PrefectRest:
                 "name": name,
                 "flow_id": d["flow_id"],
                 "entrypoint": d["entrypoint"],
-                "work_pool_name": d["work_pool_name"],
+                "work_pool_name": pool or d["work_pool_name"],
                 "pull_steps": d["pull_steps"],
                 "parameter_openapi_schema": d["parameter_openapi_schema"],
                 "enforce_parameter_schema": d["enforce_parameter_schema"],

@@ -1,4 +1,5 @@
-"""POST /suggest: feedback (measurements + true class) becomes a Prefect flow run."""
+"""POST /suggest: feedback (measurements + true class) is stored, then applied by a flow run;
+GET /feedback/stats: what is pending, applied and owed."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Header, Request
 
-from iris_api.deps import FollowerDep, MetricsDep, PrefectDep, body_schema, parse
-from iris_api.errors import JSONBytes, Upstream
+from iris_api.deps import AccessDep, FollowerDep, MetricsDep, OutboxDep, body_schema, parse
+from iris_api.errors import JSONBytes
 from iris_api.routes.predict import ERRORS
 from iris_api.schemas import SUGGEST_EXAMPLES, ErrorBody, SuggestInput, SuggestOutput
 from iris_core import CLASS_NAMES
@@ -23,26 +24,35 @@ router = APIRouter(tags=["feedback"])
     openapi_extra=body_schema(SuggestInput, SUGGEST_EXAMPLES),
     responses={
         **{k: v for k, v in ERRORS.items() if k != 503},
-        502: {"model": ErrorBody, "description": "Prefect refused the run"},
-        503: {"model": ErrorBody, "description": "Prefect is unreachable or busy: not accepted"},
+        401: {"model": ErrorBody, "description": "A feedback token is required"},
+        403: {"model": ErrorBody, "description": "The feedback token is wrong"},
+        409: {"model": ErrorBody, "description": "The Idempotency-Key came with another body"},
+        429: {"model": ErrorBody, "description": "Too many suggestions (see Retry-After)"},
+        503: {"model": ErrorBody, "description": "The feedback store cannot take it: not stored"},
     },
 )
 async def suggest(
     request: Request,
     follower: FollowerDep,
-    runs: PrefectDep,
+    outbox: OutboxDep,
+    access: AccessDep,
     metrics: MetricsDep,
+    authorization: Annotated[
+        str | None, Header(description="`Bearer <token>` when the API requires a token")
+    ] = None,
     idempotency_key: Annotated[
         str | None,
         Header(
-            max_length=200,
-            description="Retries with the same key create no second run (nor a second row)",
+            max_length=190,
+            description="Retries with the same key store nothing twice (one row per key)",
         ),
     ] = None,
 ) -> JSONBytes:
-    """Feedback: a flower's measurements and its true class. A Prefect flow run stores it;
-    every few rows (5 by default) it fine-tunes the model. 202 with the flow run id once
-    Prefect has the run; 503 if it cannot be reached (nothing is stored then)."""
+    """Feedback: a flower's measurements and its true class. 202 once the row is stored (a
+    restart or a busy Prefect afterwards may delay it, never lose it); a flow run applies it,
+    and every few rows (5 by default) fine-tunes the model. 503 if the store cannot take the
+    row (nothing is stored then)."""
+    access.check(authorization, request.client.host if request.client else "unknown")
     feedback = await parse(request, SuggestInput)
     model = follower.current
     predicted: str | None = None
@@ -50,29 +60,31 @@ async def suggest(
         # The model's opinion, not a prediction: `infer` leaves the prediction metrics alone.
         outputs = model.infer(np.array([feedback.row()], dtype=np.float32))
         predicted = CLASS_NAMES[int(outputs.labels[0])]
-    parameters: dict[str, Any] = feedback.model_dump()
-    try:
-        run = await runs.create(
-            parameters, f"suggest-{idempotency_key}" if idempotency_key else None
-        )
-    except Upstream:
-        metrics.feedback_failures.inc()
-        raise
+    accepted = await outbox.accept(feedback.row(), feedback.class_name, idempotency_key)
     agreed = None if predicted is None else predicted == feedback.class_name
-    if run.new:
+    if accepted.row.new:
         metrics.feedback.labels(
             feedback.class_name, str(agreed).lower() if agreed is not None else "unknown"
         ).inc()
+    run = accepted.run
     return JSONBytes(
         SuggestOutput(
-            flow_run_id=run.id,
-            flow_run_name=run.name,
-            deployment=runs.name,
-            state=run.state,
+            id=accepted.row.id,
+            new=accepted.row.new,
+            run="earlier" if not accepted.row.new else "created" if run else "pending",
+            flow_run_id=run.id if run else None,
+            flow_run_name=run.name if run else None,
+            deployment=outbox.runs.name,
             predicted_class_name=predicted,
             model_version=model.version.version if model is not None else None,
             model_agreed=agreed,
-            new=run.new,
         ).model_dump(),
         status_code=202,
     )
+
+
+@router.get("/feedback/stats")
+async def feedback_stats(outbox: OutboxDep) -> dict[str, Any]:
+    """Rows pending and applied, the age of the oldest pending one, fine-tunes owed and done,
+    runs asked for (for new rows and to catch up): what the `iris_feedback_*` metrics say."""
+    return await outbox.stats()

@@ -350,8 +350,9 @@ def router(model_name: str, batch_limit: int) -> APIRouter:  # noqa: PLR0915 (a 
         load = await parse_optional(request, _LoadRequest)
         if load.parameters:
             raise Refused(
+                409,
                 f"{model_name!r} is loaded from {follower.wanted}: a configuration or files "
-                "given with the request are not used; move the registry alias instead"
+                "given with the request are not used; move the registry alias instead",
             )
         await follower.check_now()
         if follower.current is None:
@@ -367,8 +368,9 @@ def router(model_name: str, batch_limit: int) -> APIRouter:  # noqa: PLR0915 (a 
         alias moves, never left without a model."""
         check_name(model_name)
         raise Refused(
+            409,
             f"{model_name!r} follows {follower.wanted} and is not unloaded on request: move or "
-            "delete the registry alias instead"
+            "delete the registry alias instead",
         )
 
     return api

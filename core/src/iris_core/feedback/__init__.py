@@ -4,7 +4,7 @@ in acceptance order, by the fine-tuning flow runs. SQLite or PostgreSQL, chosen 
 Needs the `feedback` extra of iris-core (SQLAlchemy, Alembic, psycopg).
 """
 
-from iris_core.feedback.database import StoreError, StoreUnavailable
+from iris_core.feedback.database import STORE_URL, StoreError, StoreUnavailable
 from iris_core.feedback.store import (
     SOURCE_API,
     SOURCE_FLOW_RUN,
@@ -25,6 +25,7 @@ from iris_core.feedback.store import (
 __all__ = [
     "SOURCE_API",
     "SOURCE_FLOW_RUN",
+    "STORE_URL",
     "Added",
     "Backlog",
     "Claim",

@@ -75,6 +75,11 @@ class StoreUnavailable(StoreError):
     retry later (the API answers 503 with this message); names the backend, never a password."""
 
 
+#: The environment variable holding the store's URL: one for the API and the flow, which must
+#: share the store.
+STORE_URL = "IRIS_FEEDBACK_STORE_URL"
+
+
 @dataclass(frozen=True, slots=True)
 class Location:
     """Where a store lives, checked and described without its password."""

@@ -350,6 +350,12 @@ class FeedbackStore:
             raise ValueError(f"lease_s ({lease_s}) must be > 0")
         self._update_claim(rows, run_id, claimed_at=self._clock(), lease_s=lease_s)
 
+    def release_finetune(self, rows: int, run_id: str) -> None:
+        """Give up this run's claim on the fine-tune at `rows` without an outcome (the run is
+        being stopped, not failing): the next run takes it over at once, without waiting for
+        the lease. ClaimLost if it is not this run's any more."""
+        self._update_claim(rows, run_id, lease_s=0.0)
+
     def finish_finetune(self, rows: int, run_id: str, outcome: Outcome, detail: str) -> None:
         """Record how this run's fine-tune at `rows` ended; final. ClaimLost if the claim is
         not this run's any more (its lease ran out and another run took it over)."""

@@ -1,0 +1,249 @@
+"""The Kubernetes side, checked offline: charts rendered with the pinned Helm 4, the releases
+skaffold.yaml deploys (the upstream ones from the packaged charts in ../shared/charts), objects
+validated with kubernetes-validate (its own environment) and custom resources with the shared
+CRD schemas. The tools are installed by `make k8s-tools` (scripts/k8s-tools.sh) into .tools/.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+TOOLS = ROOT / ".tools"
+HELM = TOOLS / "helm" / "helm"
+VALIDATE_PYTHON = TOOLS / "kubernetes-validate" / "bin" / "python"
+CHECKOV = TOOLS / "checkov" / "bin" / "checkov"
+#: The upstream charts packaged for offline use, the CRD schemas, the skaffold schema.
+SHARED_CHARTS = ROOT.parent / "shared" / "charts"
+#: The oldest Kubernetes the project supports, and the newest kubernetes-validate knows.
+KUBE_VERSIONS = ("1.31.0", "1.37.0")
+#: The API group/version that gates ServiceMonitor and PrometheusRule templates.
+MONITORING_API = "monitoring.coreos.com/v1"
+
+Obj = dict[str, Any]
+
+
+class ToolError(RuntimeError):
+    """A tool failed; the message carries its output."""
+
+
+def run_tool(args: Sequence[str | Path], stdin: str | None = None, timeout_s: float = 120) -> str:
+    done = subprocess.run(
+        [str(a) for a in args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ToolError(
+            f"`{' '.join(str(a) for a in args)}` failed (exit {done.returncode}):\n"
+            f"{(done.stdout + done.stderr).strip()[-4000:]}"
+        )
+    return done.stdout
+
+
+def load_all(text: str) -> list[Obj]:
+    """The objects of a multi-document YAML text (empty documents dropped)."""
+    return [doc for doc in yaml.safe_load_all(text) if isinstance(doc, dict)]
+
+
+@dataclass(frozen=True)
+class Release:
+    """One Helm release as skaffold.yaml's helm deployer installs it."""
+
+    name: str
+    namespace: str
+    chart: Path  # a chart folder of ours, or the packaged upstream chart
+    values_files: tuple[Path, ...] = ()
+    set_values: Mapping[str, Any] = field(default_factory=dict)
+    set_files: Mapping[str, Path] = field(default_factory=dict)
+    remote: str | None = None  # repository chart name and version, for an upstream chart
+    version: str | None = None
+
+    @property
+    def upstream(self) -> bool:
+        return self.remote is not None
+
+
+def skaffold_config() -> Obj:
+    config: Obj = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
+    return config
+
+
+def skaffold_releases(config: Obj | None = None) -> list[Release]:
+    """The releases of skaffold.yaml, in its order; an upstream one (remoteChart, version)
+    points at ../shared/charts/<remoteChart>-<version>.tgz."""
+    config = config or skaffold_config()
+    releases = []
+    for r in config["deploy"]["helm"]["releases"]:
+        if "remoteChart" in r:
+            chart = SHARED_CHARTS / f"{r['remoteChart']}-{r['version']}.tgz"
+        else:
+            chart = ROOT / r["chartPath"]
+        releases.append(
+            Release(
+                name=r["name"],
+                namespace=r.get("namespace", "default"),
+                chart=chart,
+                values_files=tuple(ROOT / f for f in r.get("valuesFiles", [])),
+                set_values=r.get("setValues", {}),
+                set_files={k: ROOT / v for k, v in r.get("setFiles", {}).items()},
+                remote=r.get("remoteChart"),
+                version=r.get("version"),
+            )
+        )
+    return releases
+
+
+def helm_template(
+    chart: Path,
+    release: str,
+    namespace: str,
+    values_files: Iterable[Path] = (),
+    set_values: Mapping[str, Any] | None = None,
+    set_files: Mapping[str, Path] | None = None,
+    api_versions: Iterable[str] = (),
+    kube_version: str = KUBE_VERSIONS[0],
+    extra: Sequence[str] = (),
+) -> list[Obj]:
+    """`helm template` with Helm 4 (.tools/helm): the rendered objects, hooks and tests included."""
+    args: list[str | Path] = [HELM, "template", release, chart, "--namespace", namespace]
+    args += ["--kube-version", kube_version]
+    for f in values_files:
+        args += ["--values", f]
+    for key, value in (set_values or {}).items():
+        args += ["--set", f"{key}={value}"]
+    for key, path in (set_files or {}).items():
+        args += ["--set-file", f"{key}={path}"]
+    for api in api_versions:
+        args += ["--api-versions", api]
+    return load_all(run_tool([*args, *extra]))
+
+
+def render_release(release: Release, set_values: Mapping[str, Any] | None = None) -> list[Obj]:
+    """A release as skaffold installs it, on a cluster with the monitoring CRDs (kube-prometheus-
+    stack is the second release); `set_values` stands for skaffold's templated values."""
+    return helm_template(
+        release.chart,
+        release.name,
+        release.namespace,
+        release.values_files,
+        {**release.set_values, **(set_values or {})},
+        release.set_files,
+        api_versions=[MONITORING_API],
+    )
+
+
+@dataclass(frozen=True)
+class Failure:
+    obj: Obj
+    version: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"{kind_name(self.obj)} (Kubernetes {self.version}): {self.error}"
+
+
+def kind_name(obj: Obj) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{obj.get('kind')}/{meta.get('name') or meta.get('generateName')}"
+
+
+def kubernetes_validate(
+    objects: Sequence[Obj], versions: Sequence[str] = KUBE_VERSIONS
+) -> tuple[list[Failure], list[Obj]]:
+    """Strict validation of every object for each version, in one process: the failures, and
+    the objects kubernetes-validate has no schema for (custom resources)."""
+    out = run_tool(
+        [VALIDATE_PYTHON, ROOT / "scripts" / "k8s_validate.py", *versions],
+        stdin=json.dumps(objects),
+        timeout_s=300,
+    )
+    failures, unknown = [], {}
+    for index, version, error in json.loads(out):
+        if error == "no schema":
+            unknown[index] = objects[index]
+        else:
+            failures.append(Failure(objects[index], version, error))
+    return failures, list(unknown.values())
+
+
+def validate_crs(objects: Sequence[Obj]) -> tuple[int, str]:
+    """../shared/charts/validate-crs.py over the objects: its exit code and output."""
+    done = subprocess.run(
+        [sys.executable, str(SHARED_CHARTS / "validate-crs.py")],
+        input=yaml.safe_dump_all(objects),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def containers(obj: Obj) -> Iterator[Obj]:
+    """Every container and init container of a workload, Job, Pod or CronJob."""
+    spec = obj.get("spec") or {}
+    if obj.get("kind") == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    pod = spec.get("template", {}).get("spec") if obj.get("kind") != "Pod" else spec
+    if not pod:
+        return
+    yield from pod.get("initContainers") or []
+    yield from pod.get("containers") or []
+
+
+def pod_spec(obj: Obj) -> Obj | None:
+    if obj.get("kind") == "Pod":
+        spec: Obj = obj["spec"]
+        return spec
+    template = (obj.get("spec") or {}).get("template")
+    return template["spec"] if template else None
+
+
+def pod_labels(obj: Obj) -> dict[str, str]:
+    if obj.get("kind") == "Pod":
+        labels: dict[str, str] = obj["metadata"].get("labels") or {}
+        return labels
+    return obj["spec"]["template"]["metadata"].get("labels") or {}
+
+
+def selected(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """A matchLabels selector matches these labels."""
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def by_kind(objects: Iterable[Obj], kind: str) -> list[Obj]:
+    return [o for o in objects if o.get("kind") == kind]
+
+
+def one(objects: Iterable[Obj], kind: str, name: str | None = None) -> Obj:
+    found = [o for o in by_kind(objects, kind) if name is None or o["metadata"]["name"] == name]
+    if len(found) != 1:
+        raise LookupError(f"{len(found)} {kind} named {name!r}")
+    return found[0]
+
+
+def image_names() -> dict[str, str]:
+    """`make image-names`: member -> image (repository:tag), the one place they are written."""
+    out = run_tool(["make", "-s", "--no-print-directory", "-C", ROOT, "image-names"])
+    return dict(line.split() for line in out.splitlines() if line.strip())
+
+
+def flat_keys(values: Any, prefix: str = "") -> Iterator[str]:
+    """Dotted paths of every leaf (and empty map) of a values tree."""
+    if isinstance(values, dict) and values:
+        for key, value in values.items():
+            yield from flat_keys(value, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip(".")

@@ -1,0 +1,266 @@
+"""Our charts (charts/iris, charts/iris-postgres) rendered offline with Helm 4: lint, every
+scenario under ci/ with and without the monitoring CRDs, every object strictly valid for the
+oldest and newest Kubernetes, custom resources against their CRD schemas, the values schema
+rejecting what it must, and what the objects promise (probes, hardening, one source for the
+dashboard and the rules, Jobs that run again only when they should)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from iris_testing import k8s
+
+ROOT = k8s.ROOT
+IRIS = ROOT / "charts" / "iris"
+POSTGRES = ROOT / "charts" / "iris-postgres"
+SCENARIOS = sorted(IRIS.glob("ci/*-values.yaml")) + sorted(POSTGRES.glob("ci/*-values.yaml"))
+#: helm, kubernetes-validate and validate-crs.py run for each test: together longer than the
+#: unit tier's budget, so these run with `make test`.
+pytestmark = pytest.mark.integration
+CRDS = {"with-monitoring-crds": [k8s.MONITORING_API], "without-monitoring-crds": []}
+
+
+def render_iris(
+    *values: Path, api_versions: Any = (k8s.MONITORING_API,), **sets: Any
+) -> list[k8s.Obj]:
+    return k8s.helm_template(
+        IRIS, "iris", "mlops", values, {k.replace("__", "."): v for k, v in sets.items()},
+        api_versions=api_versions,
+    )  # fmt: skip
+
+
+def scenario_id(path: Path) -> str:
+    return f"{path.parents[1].name}/{path.name}"
+
+
+def test_every_chart_has_the_three_scenarios() -> None:
+    names = {p.name for p in IRIS.glob("ci/*-values.yaml")}
+    assert names == {"everything-values.yaml", "no-monitoring-values.yaml", "minimal-values.yaml"}
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=scenario_id)
+def test_lint_strict(values: Path) -> None:
+    chart = values.parents[1]
+    out = k8s.run_tool([k8s.HELM, "lint", "--strict", chart, "--values", values])
+    assert "1 chart(s) linted, 0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize("crds", CRDS, ids=list(CRDS))
+@pytest.mark.parametrize("values", SCENARIOS, ids=scenario_id)
+def test_scenario_renders_valid_objects(values: Path, crds: str) -> None:
+    chart = values.parents[1]
+    objects = k8s.helm_template(chart, chart.name, "mlops", [values], api_versions=CRDS[crds])
+    assert objects
+    failures, custom = k8s.kubernetes_validate(objects)
+    assert not failures, "\n".join(map(str, failures))
+    kinds = {o["kind"] for o in custom}
+    assert kinds <= {"ServiceMonitor", "PrometheusRule"}
+    if custom:
+        code, out = k8s.validate_crs(custom)
+        assert code == 0, out
+        assert f"{len(custom)} custom resource(s) checked, 0 failed" in out
+    monitoring_on = chart == IRIS and "everything" in values.name
+    expected = {"ServiceMonitor", "PrometheusRule"} if monitoring_on and CRDS[crds] else set()
+    assert kinds == expected
+
+
+def test_invalid_objects_are_caught() -> None:
+    """The validators can fail: a misspelt field, and a ServiceMonitor with a bad field."""
+    objects = render_iris()
+    deployment = k8s.one(objects, "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicys"] = "Always"
+    failures, _ = k8s.kubernetes_validate([deployment])
+    assert {f.version for f in failures} == set(k8s.KUBE_VERSIONS)
+    monitor = k8s.one(objects, "ServiceMonitor")
+    monitor["spec"]["endpoints"][0]["intervall"] = "5s"
+    code, out = k8s.validate_crs([monitor])
+    assert code == 1, out
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"api": {"replica": 3}}, "additional properties 'replica' not allowed"),
+        ({"images": {"api": {"repository": "x", "tag": "latest"}}}, "/images/api/tag"),
+        (
+            {"api": {"env": {"IRIS_API_ORT_THREADS": "4"}}},
+            "invalid propertyName 'IRIS_API_ORT_THREADS'",
+        ),
+        ({"mlflow": {"url": "mlflow:5000"}}, "/mlflow/url"),
+        ({"unknown": True}, "additional properties 'unknown' not allowed"),
+        ({"api": {"replicas": 1}}, "api.podDisruptionBudget.enabled needs api.replicas >= 2"),
+    ],
+)
+def test_bad_values_are_rejected(values: dict[str, Any], message: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad-values.yaml"
+    bad.write_text(yaml.safe_dump(values))
+    with pytest.raises(k8s.ToolError) as e:
+        render_iris(bad)
+    assert message in str(e.value)
+
+
+def test_postgres_values_reject_unknown_keys(tmp_path: Path) -> None:
+    bad = tmp_path / "bad-values.yaml"
+    bad.write_text("databases:\n  mlfow: {secretName: x}\n")
+    with pytest.raises(k8s.ToolError, match="additional properties 'mlfow' not allowed"):
+        k8s.helm_template(POSTGRES, "iris-postgres", "mlops", [bad])
+
+
+def api_container(objects: list[k8s.Obj]) -> k8s.Obj:
+    container: k8s.Obj = k8s.pod_spec(k8s.one(objects, "Deployment"))["containers"][0]  # type: ignore[index]
+    return container
+
+
+def test_api_deployment_probes_resources_and_hardening() -> None:
+    objects = render_iris()
+    deployment = k8s.one(objects, "Deployment")
+    pod = k8s.pod_spec(deployment)
+    assert pod is not None
+    c = api_container(objects)
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert set(c["resources"]) == {"requests", "limits"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["automountServiceAccountToken"] is False
+    for obj in objects:  # every pod of the chart
+        spec = k8s.pod_spec(obj)
+        if spec is None:
+            continue
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in k8s.containers(obj):
+            sc = container["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, k8s.kind_name(obj)
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert set(container["resources"]) == {"requests", "limits"}
+            assert container["imagePullPolicy"] == "IfNotPresent"
+
+
+@pytest.mark.parametrize(
+    ("cpu", "threads"), [("1", "1"), ("500m", "1"), ("2", "2"), ("1500m", "2"), (3, "3")]
+)
+def test_onnxruntime_threads_follow_the_cpu_limit(cpu: Any, threads: str) -> None:
+    env = api_container(render_iris(api__resources__limits__cpu=cpu))["env"]
+    assert {"name": "IRIS_API_ORT_THREADS", "value": threads} in env
+
+
+def test_api_settings_and_secrets() -> None:
+    env = {e["name"]: e for e in api_container(render_iris())["env"]}
+    assert env["IRIS_API_FEEDBACK_DEPLOYMENT"]["value"] == "iris-finetune/kubernetes"
+    assert env["IRIS_API_FEEDBACK_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "token"
+    assert env["IRIS_FEEDBACK_STORE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "iris-feedback-store", "key": "url",
+    }  # fmt: skip
+    # every setting the API is given is one it reads (docs/configuration.md lists them all)
+    documented = (ROOT / "docs" / "configuration.md").read_text()
+    for name in env:
+        assert f"`{name}`" in documented or name == "ORT_DISABLE_TELEMETRY", name
+
+
+def test_prometheus_objects_only_with_the_api_and_when_enabled() -> None:
+    kinds = {o["kind"] for o in render_iris(api_versions=())}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule"}
+    assert "ConfigMap" in kinds  # the dashboard does not need the CRDs
+    off = render_iris(
+        monitoring__serviceMonitor__enabled=False, monitoring__prometheusRule__enabled=False
+    )
+    assert not {o["kind"] for o in off} & {"ServiceMonitor", "PrometheusRule"}
+
+
+def test_rules_and_dashboard_are_the_local_stacks_files() -> None:
+    objects = render_iris()
+    rule = k8s.one(objects, "PrometheusRule")
+    assert rule["spec"] == yaml.safe_load((ROOT / "monitoring" / "rules.yml").read_text())
+    dashboard = next(
+        o
+        for o in k8s.by_kind(objects, "ConfigMap")
+        if "grafana_dashboard" in o["metadata"]["labels"]
+    )
+    text = dashboard["data"]["iris-dashboard.json"]
+    assert json.loads(text) == json.loads(
+        (ROOT / "k8s" / "grafana" / "iris-dashboard.json").read_text()
+    )
+
+
+def test_no_second_copy_of_the_shared_files() -> None:
+    """The chart reads the dashboard, the rules and prefect.yaml through links to the files
+    the local stack uses; no tracked file anywhere repeats their content."""
+    sources = {
+        "files/iris-dashboard.json": ROOT / "k8s" / "grafana" / "iris-dashboard.json",
+        "files/rules.yml": ROOT / "monitoring" / "rules.yml",
+        "files/prefect.yaml": ROOT / "prefect.yaml",
+    }
+    for link, source in sources.items():
+        path = IRIS / link
+        assert path.is_symlink(), link
+        assert path.resolve() == source.resolve()
+    digests = {hashlib.sha256(s.read_bytes()).hexdigest(): s for s in sources.values()}
+    tracked = subprocess.run(
+        ["git", "ls-files", "-s"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    for line in tracked:
+        mode, _, _, name = line.split(maxsplit=3)
+        path = ROOT / name
+        if mode == "120000" or not path.is_file():
+            continue
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert digests.get(digest, path) == path, f"{name} repeats {digests.get(digest)}"
+
+
+def job_names(**sets: Any) -> set[str]:
+    return {o["metadata"]["name"] for o in k8s.by_kind(render_iris(**sets), "Job")}
+
+
+def test_jobs_run_again_only_for_a_new_image_or_run() -> None:
+    same = job_names()
+    assert job_names() == same  # another render (another deploy): the same Jobs
+    assert job_names(api__replicas=3) == same
+    new_run = job_names(training__run=2)
+    assert len(new_run - same) == 1  # training only
+    new_image = job_names(images__finetune__tag="0.2.0")
+    assert len(new_image - same) == 1  # the registration only
+    assert all(len(n) <= 63 for n in same | new_run | new_image)
+
+
+def test_helm_test_calls_readiness_and_predict() -> None:
+    pod = next(o for o in render_iris() if o["kind"] == "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = pod["spec"]["containers"][0]["command"][-1]
+    assert "/v2/health/ready" in script
+    assert "/predict" in script
+
+
+def test_notes_tell_how_to_reach_everything() -> None:
+    out = k8s.run_tool([k8s.HELM, "install", "iris", IRIS, "--dry-run=client", "-n", "mlops"])
+    notes = out.split("NOTES:", 1)[1]
+    for expected in (
+        "port-forward svc/iris-api 8000", "/docs", "http://grafana.localtest.me",
+        "port-forward svc/mlflow 5000", "port-forward svc/prefect-server 4200",
+    ):  # fmt: skip
+        assert expected in notes, expected
+
+
+def test_postgres_secrets_agree() -> None:
+    """Every client Secret carries the password of its role in the main Secret."""
+    objects = k8s.helm_template(POSTGRES, "iris-postgres", "mlops")
+    secrets = {s["metadata"]["name"]: s["stringData"] for s in k8s.by_kind(objects, "Secret")}
+    main = secrets["iris-postgres"]
+    assert len({main[f"{r}-password"] for r in ("postgres", "mlflow", "prefect", "feedback")}) == 4
+    assert secrets["iris-postgres-mlflow"] == {
+        "username": "mlflow",
+        "password": main["mlflow-password"],
+    }
+    assert secrets["iris-postgres-prefect"]["connection-string"] == (
+        f"postgresql+asyncpg://prefect:{main['prefect-password']}@iris-postgres:5432/prefect"
+    )
+    assert secrets["iris-feedback-store"]["url"] == (
+        f"postgresql://feedback:{main['feedback-password']}@iris-postgres:5432/feedback"
+    )

@@ -1,0 +1,247 @@
+"""Every release of skaffold.yaml rendered with exactly the values and settings skaffold gives
+it (read from skaffold.yaml; upstream charts from ../shared/charts at the pinned versions) and
+validated strictly; every key the project sets for an upstream chart exists in that chart;
+image tags pinned, no Bitnami images; skaffold.yaml and the kind config against their schemas."""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from jsonschema.exceptions import best_match
+
+from iris_testing import k8s
+
+pytestmark = pytest.mark.integration
+
+ROOT = k8s.ROOT
+RELEASES = k8s.skaffold_releases()
+UPSTREAM = [r for r in RELEASES if r.upstream]
+#: Objects each release renders as skaffold installs it (with the monitoring CRDs present).
+EXPECTED_COUNTS = {
+    "traefik": 6, "kps": 106, "iris-postgres": 9, "mlflow": 9, "prefect-server": 3,
+    "prefect-worker": 5, "iris": 18,
+}  # fmt: skip
+
+
+def test_releases_in_dependency_order() -> None:
+    names = [r.name for r in RELEASES]
+    assert names == [
+        "traefik",
+        "kps",
+        "iris-postgres",
+        "mlflow",
+        "prefect-server",
+        "prefect-worker",
+        "iris",
+    ]
+    helm = k8s.skaffold_config()["deploy"]["helm"]
+    assert helm["concurrency"] == 1
+    assert all(r["wait"] for r in helm["releases"])
+
+
+@pytest.mark.parametrize("release", RELEASES, ids=lambda r: r.name)
+def test_release_renders_strictly_valid(
+    release: k8s.Release, rendered: dict[str, list[k8s.Obj]]
+) -> None:
+    objects = rendered[release.name]
+    assert len(objects) == EXPECTED_COUNTS[release.name]
+    failures, custom = k8s.kubernetes_validate(objects)
+    assert not failures, "\n".join(map(str, failures))
+    checkable = [
+        o for o in custom if o["kind"] in {"ServiceMonitor", "PrometheusRule", "PodMonitor"}
+    ]
+    # Prometheus and Alertmanager (kube-prometheus-stack's own CRs) have no schema here
+    assert {o["kind"] for o in custom} - {
+        "ServiceMonitor",
+        "PrometheusRule",
+        "Prometheus",
+        "Alertmanager",
+    } == set()
+    if checkable:
+        code, out = k8s.validate_crs(checkable)
+        assert code == 0, out
+
+
+@pytest.mark.parametrize("release", UPSTREAM, ids=lambda r: r.name)
+def test_upstream_chart_is_the_pinned_package(release: k8s.Release) -> None:
+    assert release.chart.is_file(), (
+        f"{release.chart} missing: ../shared/charts has the offline charts"
+    )
+    with tarfile.open(release.chart) as tar:
+        chart = yaml.safe_load(tar.extractfile(f"{release.remote}/Chart.yaml").read())  # type: ignore[union-attr]
+    assert (chart["name"], str(chart["version"])) == (release.remote, release.version)
+
+
+def chart_schema(package: Path, name: str) -> dict[str, Any]:
+    """The chart's own values.schema.json, or an empty schema."""
+    with tarfile.open(package) as tar:
+        try:
+            schema: dict[str, Any] = json.load(tar.extractfile(f"{name}/values.schema.json"))  # type: ignore[arg-type]
+        except KeyError:
+            return {}
+    return schema
+
+
+def schema_declares(schema: dict[str, Any], path: list[str]) -> bool:
+    """`path` is a property the chart's values schema names (a key values.yaml leaves as a
+    comment, e.g. traefik's ports.<name>.hostPort); a named entry of a map counts when the
+    map's entries have a schema of their own."""
+    if not path:
+        return True
+    key, rest = path[0], path[1:]
+    candidates = []
+    if key in (schema.get("properties") or {}):
+        candidates.append(schema["properties"][key])
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict) and extra.get("properties"):
+        candidates.append(extra)
+    return any(schema_declares(c, rest) for c in candidates)
+
+
+def chart_values(package: Path, name: str) -> dict[str, dict[str, Any]]:
+    """The values.yaml of a packaged chart and of each subchart, by (sub)chart name."""
+    out = {}
+    with tarfile.open(package) as tar:
+        for member in tar.getmembers():
+            m = re.fullmatch(rf"{name}/(?:charts/([^/]+)/)?values\.yaml", member.name)
+            if m:
+                out[m.group(1) or ""] = yaml.safe_load(tar.extractfile(member).read()) or {}  # type: ignore[union-attr]
+    return out
+
+
+def key_exists(values: dict[str, dict[str, Any]], path: list[str], sub: str = "") -> bool:
+    """`path` names a key of the chart's values (or of a subchart's, under its name), or lies
+    under a map the chart leaves empty for free-form entries (resources: {}, extraArgs: {})."""
+    node: Any = values[sub]
+    for i, key in enumerate(path):
+        if isinstance(node, dict) and key in node:
+            if node[key] == {} and i < len(path) - 1:
+                return True
+            node = node[key]
+            continue
+        if i == 0 and key in values and sub == "":
+            return key_exists(values, path[1:], key)
+        if isinstance(node, dict) and i > 0 and sub == "" and path[0] in values:
+            return key_exists(values, path[1:], path[0])
+        return False
+    return True
+
+
+@pytest.mark.parametrize("release", UPSTREAM, ids=lambda r: r.name)
+def test_every_key_we_set_exists_in_the_chart(release: k8s.Release) -> None:
+    values = chart_values(release.chart, release.remote or "")
+    schema = chart_schema(release.chart, release.remote or "")
+    ours: dict[str, Any] = {}
+    for f in release.values_files:
+        ours |= yaml.safe_load(f.read_text())
+    keys = set(k8s.flat_keys(ours)) | set(release.set_values) | set(release.set_files)
+    missing = sorted(
+        k for k in keys
+        if not key_exists(values, k.split(".")) and not schema_declares(schema, k.split("."))
+    )  # fmt: skip
+    assert not missing, f"{release.name}: not keys of the chart: {missing}"
+
+
+def test_the_key_check_can_fail() -> None:
+    kps = next(r for r in UPSTREAM if r.name == "kps")
+    values = chart_values(kps.chart, "kube-prometheus-stack")
+    assert key_exists(values, ["grafana", "sidecar", "dashboards", "label"])
+    assert key_exists(values, ["grafana", "resources", "limits", "cpu"])  # under resources: {}
+    assert not key_exists(values, ["grafana", "sidecar", "dashboard", "label"])
+    assert not key_exists(values, ["prometheus", "prometheusSpecs"])
+    traefik = next(r for r in UPSTREAM if r.name == "traefik")
+    schema = chart_schema(traefik.chart, "traefik")
+    assert schema_declares(schema, ["ports", "web", "hostPort"])
+    assert not schema_declares(schema, ["service", "type"])  # ignored by the chart: spec.type
+
+
+def all_images(rendered: dict[str, list[k8s.Obj]]) -> set[str]:
+    return {c["image"] for objects in rendered.values() for o in objects for c in k8s.containers(o)}
+
+
+def test_traefik_listens_on_the_node_ports(rendered: dict[str, list[k8s.Obj]]) -> None:
+    objects = rendered["traefik"]
+    assert k8s.one(objects, "Service")["spec"]["type"] == "ClusterIP"
+    pod = k8s.pod_spec(k8s.one(objects, "Deployment"))
+    assert pod is not None
+    assert pod["nodeSelector"] == {"ingress-ready": "true"}
+    ports = {p["hostPort"] for p in pod["containers"][0]["ports"] if "hostPort" in p}
+    assert ports == {80, 443}
+    ingress_class = k8s.one(objects, "IngressClass")
+    assert (
+        ingress_class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"]
+        == "true"
+    )
+
+
+def test_images_are_pinned_and_not_bitnami(
+    rendered: dict[str, list[k8s.Obj]], flow_run_job: k8s.Obj
+) -> None:
+    images = all_images(rendered) | {c["image"] for c in k8s.containers(flow_run_job)}
+    for image in images:
+        name, _, tag = image.rpartition(":")
+        assert name, f"{image}: no tag"
+        assert "/" not in tag, f"{image}: no tag"
+        assert not re.search(r"(^|-)latest$", tag), image
+        assert "bitnami" not in name, image
+    # the Prometheus operator's own images (Prometheus, Alertmanager) are pinned in the CRs
+    kps = rendered["kps"]
+    for kind in ("Prometheus", "Alertmanager"):
+        assert re.search(r":v[0-9.]+", k8s.one(kps, kind)["spec"]["image"]), kind
+
+
+def test_skaffold_yaml_is_valid_v4beta14() -> None:
+    schema = json.loads((k8s.SHARED_CHARTS / "skaffold-schema" / "v4beta14.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    config = k8s.skaffold_config()
+    assert config["apiVersion"] == "skaffold/v4beta14"
+    assert best_match(validator.iter_errors(config)) is None
+    config["deploy"]["helm"]["releases"][0]["valueFile"] = ["x.yaml"]  # the schema can fail
+    error = best_match(validator.iter_errors(config))
+    assert error is not None
+    assert "valueFile" in error.message
+
+
+def test_skaffold_builds_and_forwards() -> None:
+    config = k8s.skaffold_config()
+    assert config["build"]["local"]["push"] is False  # kind: images are loaded, not pushed
+    dockerfiles = {a["image"]: a["docker"]["dockerfile"] for a in config["build"]["artifacts"]}
+    assert dockerfiles == {
+        f"iris-mlops/{m}": f"{m}/Dockerfile" for m in ("api", "training", "finetune")
+    }
+    forwards = {(p["resourceName"], p["port"]) for p in config["portForward"]}
+    assert forwards == {("iris-api", 8000), ("mlflow", 5000), ("prefect-server", 4200)}
+    for release in config["deploy"]["helm"]["releases"]:
+        assert ("remoteChart" in release) == ("version" in release)
+        for f in release.get("valuesFiles", []) + list(release.get("setFiles", {}).values()):
+            assert (ROOT / f).is_file(), f
+
+
+#: kind's Cluster (kind.x-k8s.io/v1alpha4) fields, decoded strictly by kind
+KIND_CLUSTER = {"kind", "apiVersion", "name", "nodes", "networking", "featureGates", "runtimeConfig",
+                "kubeadmConfigPatches", "kubeadmConfigPatchesJSON6902", "containerdConfigPatches",
+                "containerdConfigPatchesJSON6902"}  # fmt: skip
+KIND_NODE = {"role", "image", "labels", "extraMounts", "extraPortMappings", "kubeadmConfigPatches",
+             "kubeadmConfigPatchesJSON6902"}  # fmt: skip
+KIND_PORT = {"containerPort", "hostPort", "listenAddress", "protocol"}
+
+
+def test_kind_config() -> None:
+    config = yaml.safe_load((ROOT / "k8s" / "kind-config.yaml").read_text())
+    assert set(config) <= KIND_CLUSTER
+    assert (config["kind"], config["apiVersion"]) == ("Cluster", "kind.x-k8s.io/v1alpha4")
+    (node,) = config["nodes"]
+    assert set(node) <= KIND_NODE
+    assert node["labels"] == {"ingress-ready": "true"}
+    ports = {
+        (p["containerPort"], p["hostPort"], p["listenAddress"]) for p in node["extraPortMappings"]
+    }
+    assert ports == {(80, 80, "127.0.0.1"), (443, 443, "127.0.0.1")}
+    assert all(set(p) <= KIND_PORT for p in node["extraPortMappings"])
