@@ -367,18 +367,25 @@ def test_a_registry_answering_web_pages_leaves_the_api_live_not_ready_and_follow
 
 def test_suggest_is_documented_with_its_answers_and_examples(client: TestClient) -> None:
     operation = client.get("/openapi.json").json()["paths"]["/suggest"]["post"]
-    assert {"202", "415", "422", "502", "503"} <= set(operation["responses"])
+    assert {"202", "401", "403", "409", "415", "422", "429", "503"} <= set(operation["responses"])
     examples = operation["requestBody"]["content"]["application/json"]["examples"]
     assert {e["value"]["class_name"] for e in examples.values()} == set(CLASS_NAMES)
     schema = client.get("/openapi.json").json()["components"]["schemas"]["SuggestInput"]
     assert schema["properties"]["class_name"]["enum"] == list(CLASS_NAMES)
 
 
-def test_suggest_without_prefect_is_refused_with_503_and_counted(client: TestClient) -> None:
+def test_suggest_without_a_feedback_store_is_refused_with_503_and_counted(
+    client: TestClient,
+) -> None:
+    """No store configured: nothing can be stored, so nothing is accepted (503 naming the
+    setting, Retry-After) and the refusal is counted. tests/test_feedback.py has real stores."""
     before = _sample(client, "iris_feedback_failures_total")
     answer = client.post("/suggest", json=SETOSA | {"class_name": "Iris-setosa"})
     assert answer.status_code == 503
-    assert answer.json()["detail"].startswith(f"Prefect at {NO_PREFECT} is unreachable")
+    assert answer.json()["detail"] == (
+        "feedback not accepted: no feedback store configured (IRIS_FEEDBACK_STORE_URL)"
+    )
+    assert answer.headers["retry-after"] == "5"
     assert _sample(client, "iris_feedback_failures_total") == before + 1
     assert 'iris_feedback_total{class_name="Iris-setosa",model_agreed="true"} 0.0' in (
         client.get("/metrics").text

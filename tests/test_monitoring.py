@@ -126,6 +126,7 @@ def monitored(
     env = {
         "IRIS_API_PREFECT_API_URL": case.prefect.url,
         "IRIS_API_FEEDBACK_DEPLOYMENT": case.deployment,
+        "IRIS_FEEDBACK_STORE_URL": case.store_url,
         "IRIS_API_PREFECT_POLL_S": "1",
         "IRIS_API_DRIFT_WINDOW": str(WINDOW),
         "IRIS_API_DRIFT_MIN_ROWS": "50",
@@ -160,6 +161,7 @@ def predict(client: httpx.Client, x: np.ndarray, sent: Counter[str]) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # both: tests/test_feedback.py
 def test_prometheus_sees_the_traffic_every_panel_answers_and_drift_moves_with_the_inputs(
     monitored: tuple[httpx.Client, PromQL], data_dir: Path
 ) -> None:

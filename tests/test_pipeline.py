@@ -139,6 +139,7 @@ def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
                 "petal_width": 0.2,
                 "class_name": "Iris-setosa",
             },
+            headers={"Authorization": f"Bearer {token}"},
         )
         assert suggested.status_code == 202, suggested.text
         with FeedbackStore.open(f"sqlite:///{tmp_path / 'state' / 'feedback.db'}") as store:
@@ -229,7 +230,9 @@ def test_renamed_models_are_served_fine_tuned_followed_and_retrained(
         assert first.returncode == 0, first.stderr
         assert "FlowerOnnx     version 1 @serving" in first.stdout
         assert "FlowerSklearn  version 1 @serving" in first.stdout
-        with httpx.Client(base_url=api, timeout=30) as client:
+        token = (tmp_path / "a" / "feedback.token").read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=api, timeout=30, headers=headers) as client:
             assert client.get("/model").json()["name"] == "FlowerOnnx"
             for _ in range(5):
                 suggested = client.post("/suggest", json=SETOSA | {"class_name": "Iris-setosa"})
