@@ -338,13 +338,15 @@ def test_a_worker_killed_while_its_run_fine_tunes_leaves_the_work_to_a_later_run
         )
         wait_applied(case, 5, 1, 180)
         stats = client.get("/feedback/stats").json()
-    [tune] = case.store.finetunes()
-    assert (tune.rows, tune.outcome) == (5, Outcome.REGISTERED)
-    assert tune.attempts >= 2
-    assert tune.claimed_by != held.claimed_by
-    assert [seq for _, seq in applied(case.store)] == [1, 2, 3, 4, 5]
-    assert stats["runs"]["catchup"] >= 1
-    assert_chain(case, [5])
+        # Read before the stack closes the store (a closed store's engine would open a new
+        # connection and leave it to the garbage collector).
+        [tune] = case.store.finetunes()
+        assert (tune.rows, tune.outcome) == (5, Outcome.REGISTERED)
+        assert tune.attempts >= 2
+        assert tune.claimed_by != held.claimed_by
+        assert [seq for _, seq in applied(case.store)] == [1, 2, 3, 4, 5]
+        assert stats["runs"]["catchup"] >= 1
+        assert_chain(case, [5])
 
 
 def test_a_run_cancelled_before_it_starts_leaves_its_rows_to_the_catch_up(
