@@ -1,19 +1,28 @@
-"""Serving benchmark, one run, one machine: this API against `mlflow models serve`.
+"""Serving benchmark, one run, one machine: this API against `mlflow models serve`, MLServer,
+and the ceiling of its own server stack.
 
-Both serve the same registered model version (ours the ONNX flavour `IrisModel`, the peer the
-scikit-learn flavour `IrisDev` with `--env-manager local` and its defaults otherwise), one
-uvicorn worker each, one after the other, under the same load generators:
+All serve the same registered model version, one uvicorn worker each, one after the other, under
+the same load generators:
 
-- throughput: `wrk` (Debian package) with keep-alive connections, as fast as it can;
-- the API again with IRIS_API_FAST_PATH=false (FastAPI's routing for /predict), to show what
-  the fast path is worth, and with IRIS_API_INPUT_MONITORING=false (no input histograms, no
-  drift window), to show what input monitoring costs;
-- fixed rate: `hey -q` (Debian package) at 500 requests/s on one connection, evenly spaced
-  (hey's `-q` is per connection, so more connections would fire in bursts), latency per request
-  from its CSV output.
+- this API, from its own environment (`uv sync --package iris-api --no-dev`, as in its image),
+  the ONNX flavour `IrisModel`: `POST /predict` (JSON), and the Open Inference Protocol's infer
+  for the identical row as JSON and as binary tensors both ways (what tritonclient sends by
+  default); again with IRIS_API_FAST_PATH=false (FastAPI's routing), to show what the fast path
+  is worth; with IRIS_API_INPUT_MONITORING=false on request (`--servers`);
+- `mlflow models serve` of the scikit-learn flavour `IrisDev` (`--env-manager local`), from the
+  development environment, on its `/invocations`;
+- MLServer with mlserver-sklearn (pinned below, in a throwaway virtual environment, next to the
+  scikit-learn version that trained the model), serving that same scikit-learn version: the
+  estimator loaded from MLflow and written with joblib, which mlserver-sklearn reads. It runs
+  with `parallel_workers: 0` (inference on its event loop), because its inference pool process
+  dies at start here ("There is no current event loop"). It gets the identical V2 JSON request;
+- a bare ASGI app answering a constant (bench/ceiling.py) on the API's uvicorn, uvloop and
+  httptools: the ceiling of the server stack.
 
-The API runs from its own environment (`uv sync --package iris-api --no-dev`), as in its image;
-the peer from the development environment, where MLflow is installed.
+Load: throughput with `wrk` (Debian package) on keep-alive connections, as fast as it can; a
+fixed rate with `hey -q` (Debian package) at 500 requests/s on one connection, evenly spaced
+(hey's `-q` is per connection, so more connections would fire in bursts), latency per request
+from its CSV output. The load generator shares the cores with the server.
 
 With `--baseline-ref REF`, the API is also built from that git ref (`git archive` into a
 temporary folder, the same `uv sync`), and every API row gets a twin from it, measured right
@@ -53,8 +62,50 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ROW = (5.1, 3.5, 1.4, 0.2)
-OURS_BODY = json.dumps(dict(zip(FEATURES, ROW, strict=True)))
-PEER_BODY = json.dumps({"inputs": [list(ROW)]})
+#: MLServer and its scikit-learn runtime, installed at bench time next to our scikit-learn.
+MLSERVER = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1")
+MLSERVER_NAME = "MLServer 1.7.1 (sklearn)"
+CEILING = "ASGI ceiling"
+MLFLOW = "mlflow models serve"
+
+
+@dataclass(frozen=True)
+class Load:
+    """One request, sent over and over: where, its body, its headers (Content-Type included)."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+
+def json_load(url: str, body: object) -> Load:
+    return Load(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+
+#: The one row of every load, as each server takes it.
+PREDICT = dict(zip(FEATURES, ROW, strict=True))
+V2_JSON = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": list(ROW)}]}
+MLFLOW_BODY = {"inputs": [list(ROW)]}
+
+
+def v2_binary(url: str) -> Load:
+    """The row as binary tensor data, the outputs asked for as binary (tritonclient's default)."""
+    data = np.asarray([ROW], dtype="<f4").tobytes()
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "input", "shape": [1, 4], "datatype": "FP32",
+                 "parameters": {"binary_data_size": len(data)}}
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()  # fmt: skip
+    return Load(
+        url,
+        header + data,
+        {"Content-Type": "application/octet-stream",
+         "Inference-Header-Content-Length": str(len(header))},
+    )  # fmt: skip
 
 
 @dataclass
@@ -78,16 +129,23 @@ def _wrk_ms(text: str, percent: str) -> float:
     raise ValueError(f"no {percent} line in wrk output:\n{text}")
 
 
-def wrk(url: str, body: str, connections: int, seconds: int, pid: int | None = None) -> Numbers:
+def _lua_string(data: bytes) -> str:
+    """`data` as a Lua string literal, bytes outside printable ASCII as 3-digit escapes."""
+    printable = {ord(c) for c in " !#$%&'()*+,-./:;<=>?@[]^_`{|}~"} | set(b"0123456789")
+    printable |= set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    return '"' + "".join(chr(b) if b in printable else f"\\{b:03d}" for b in data) + '"'
+
+
+def wrk(load: Load, connections: int, seconds: int, pid: int | None = None) -> Numbers:
     """Throughput and latency under `connections` keep-alive connections; with the server's
     `pid`, its CPU time per request too."""
+    url = load.url
     cpu = cpu_s(pid) if pid else math.nan
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(
-            'wrk.method = "POST"\n'
-            'wrk.headers["Content-Type"] = "application/json"\n'
-            f"wrk.body = {json.dumps(body)}\n"
-        )
+        script.write('wrk.method = "POST"\n')
+        for name, value in load.headers.items():
+            script.write(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}\n")
+        script.write(f"wrk.body = {_lua_string(load.body)}\n")
     # A 10 s timeout (wrk's is 2 s): a slow answer is measured, not dropped as an error.
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency",
@@ -105,13 +163,20 @@ def wrk(url: str, body: str, connections: int, seconds: int, pid: int | None = N
     return Numbers(rps, _wrk_ms(out, "50%"), _wrk_ms(out, "99%"), cpu / requests * 1e6)
 
 
-def fixed_rate(url: str, body: str, rate: int, seconds: int, pid: int | None = None) -> Numbers:
+def fixed_rate(load: Load, rate: int, seconds: int, pid: int | None = None) -> Numbers:
+    url = load.url
     cpu = cpu_s(pid) if pid else math.nan
+    with tempfile.NamedTemporaryFile("wb", suffix=".body", delete=False) as body:
+        body.write(load.body)
+    headers = [
+        a for k, v in load.headers.items() if k != "Content-Type" for a in ("-H", f"{k}: {v}")
+    ]
     out = subprocess.run(
         ["hey", "-z", f"{seconds}s", "-c", "1", "-q", str(rate), "-m", "POST",
-         "-T", "application/json", "-d", body, "-o", "csv", url],
+         "-T", load.headers["Content-Type"], *headers, "-D", body.name, "-o", "csv", url],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
+    Path(body.name).unlink()
     cpu = cpu_s(pid) - cpu if pid else math.nan
     rows = list(csv.DictReader(io.StringIO(out)))
     bad = [r for r in rows if r["status-code"] != "200"]
@@ -163,7 +228,11 @@ def du_mb(path: Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench serving", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench serving",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 4, 64])
     parser.add_argument("--seconds", type=int, default=10, help="per wrk or hey run")
     parser.add_argument("--rate", type=int, default=500, help="fixed rate, requests/s")
@@ -171,7 +240,10 @@ def main(argv: list[str] | None = None) -> None:
         "--rounds", type=int, default=1, help="runs of every server, in turns; medians reported"
     )
     parser.add_argument(
-        "--servers", nargs="+", help="run only these (names as in the report), in this order"
+        "--servers",
+        nargs="+",
+        help="run only these (names as in the report), in this order; "
+        f"{OPTIONAL!r} only when named",
     )
     parser.add_argument(
         "--baseline-ref",
@@ -183,13 +255,14 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         sys.exit(f"serving benchmark needs {' and '.join(missing)}: apt-get install wrk hey")
 
-    from iris_stack.process import Service, running  # noqa: PLC0415
-    from iris_stack.services import api_server, mlflow_server  # noqa: PLC0415
+    from iris_stack.process import running  # noqa: PLC0415
+    from iris_stack.services import mlflow_server  # noqa: PLC0415
     from iris_testing.ports import free_port  # noqa: PLC0415
     from iris_testing.project import member_env  # noqa: PLC0415
 
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    wanted = args.servers or []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         api_bin = member_env("iris-api", tmp / "api-venv")
@@ -197,42 +270,18 @@ def main(argv: list[str] | None = None) -> None:
         baseline = _baseline_env(args.baseline_ref, tmp) if args.baseline_ref else None
         with running(mlflow_server(tmp / "mlflow", free_port())) as mlflow:
             tracking = mlflow.health_url.removesuffix("/health")
-            p = _register_model(tmp, tracking)
-
+            p, version = _register_model(tmp, tracking)
             port = free_port()
-            ours = f"http://127.0.0.1:{port}/predict"
-            peer = Service(
-                name="mlflow models serve",
-                argv=[str(BIN / "mlflow"), "models", "serve", "-m",
-                      f"models:/{p.sklearn_model_name}@{p.alias}", "--env-manager", "local",
-                      "-h", "127.0.0.1", "-p", str(port)],
-                health_url=f"http://127.0.0.1:{port}/ping",  # answers once the model is loaded
-                log_path=tmp / "peer.log",
-                env={"MLFLOW_TRACKING_URI": tracking,
-                     "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
-            )  # fmt: skip
-            variants = {
-                "iris-api": {},
-                "iris-api, no fast path": {"IRIS_API_FAST_PATH": "false"},
-                "iris-api, no input monitoring": {"IRIS_API_INPUT_MONITORING": "false"},
-            }
-            servers: dict[str, tuple[Service, str, str]] = {}
-            #: The baseline twin of each API row, by the current row's name.
-            twins: dict[str, str] = {}
-            for i, (name, env) in enumerate(variants.items()):
-                api = api_server(port, tracking, tmp / f"api-{i}.log", bin_dir=api_bin, env=env)
-                servers[name] = (api, ours, OURS_BODY)
-                if baseline is not None:
-                    twins[name] = f"{name} @{baseline[0]}"
-                    log = tmp / f"base-{i}.log"
-                    twin = api_server(port, tracking, log, bin_dir=baseline[1], env=env)
-                    servers[twins[name]] = (twin, ours, OURS_BODY)
-            servers["mlflow models serve"] = (
-                peer, f"http://127.0.0.1:{port}/invocations", PEER_BODY
-            )  # fmt: skip
-            if args.servers:
-                chosen = [n for name in args.servers for n in (name, twins.get(name))]
+            servers, twins = _api_servers(port, tracking, tmp, api_bin, baseline)
+            servers[MLFLOW] = _mlflow_serve(port, tracking, p, tmp)
+            if not wanted or MLSERVER_NAME in wanted:
+                servers[MLSERVER_NAME] = _mlserver(port, tracking, p, version, tmp)
+            servers[CEILING] = _ceiling(port, tmp, api_bin)
+            if wanted:
+                chosen = [n for name in wanted for n in (name, twins.get(name))]
                 servers = {name: servers[name] for name in chosen if name in servers}
+            else:
+                servers = {name: s for name, s in servers.items() if name not in OPTIONAL}
             results, started, memory = measure(
                 servers, args.connections, args.seconds, args.rate, args.rounds
             )
@@ -240,9 +289,125 @@ def main(argv: list[str] | None = None) -> None:
     report(results, started, memory, installed_mb, twins)
 
 
-def _register_model(tmp: Path, tracking: str) -> RegistryParams:
+#: The API rows: name, what is sent, the environment.
+API_ROWS: dict[str, tuple[str, dict[str, str]]] = {
+    "iris-api /predict": ("predict", {}),
+    "iris-api V2 JSON": ("v2-json", {}),
+    "iris-api V2 binary": ("v2-binary", {}),
+    "iris-api /predict, no fast path": ("predict", {"IRIS_API_FAST_PATH": "false"}),
+    "iris-api V2 JSON, no fast path": ("v2-json", {"IRIS_API_FAST_PATH": "false"}),
+    "iris-api /predict, no input monitoring": ("predict", {"IRIS_API_INPUT_MONITORING": "false"}),
+}
+#: Rows run only when named with --servers.
+OPTIONAL = frozenset({"iris-api /predict, no input monitoring"})
+
+
+def _api_servers(
+    port: int, tracking: str, tmp: Path, api_bin: Path, baseline: tuple[str, Path] | None
+) -> tuple[dict[str, tuple[Service, Load]], dict[str, str]]:
+    """The API rows (and their baseline twins, by the current row's name)."""
+    from iris_stack.services import api_server  # noqa: PLC0415
+
+    base = f"http://127.0.0.1:{port}"
+    loads = {
+        "predict": json_load(f"{base}/predict", PREDICT),
+        "v2-json": json_load(f"{base}/v2/models/iris/infer", V2_JSON),
+        "v2-binary": v2_binary(f"{base}/v2/models/iris/infer"),
+    }
+    servers: dict[str, tuple[Service, Load]] = {}
+    twins: dict[str, str] = {}
+    for i, (name, (load, env)) in enumerate(API_ROWS.items()):
+        api = api_server(port, tracking, tmp / f"api-{i}.log", bin_dir=api_bin, env=env)
+        servers[name] = (api, loads[load])
+        if baseline is not None:
+            twins[name] = f"{name} @{baseline[0]}"
+            log = tmp / f"base-{i}.log"
+            twin = api_server(port, tracking, log, bin_dir=baseline[1], env=env)
+            servers[twins[name]] = (twin, loads[load])
+    return servers, twins
+
+
+def _mlflow_serve(port: int, tracking: str, p: RegistryParams, tmp: Path) -> tuple[Service, Load]:
+    from iris_stack.process import Service  # noqa: PLC0415
+
+    peer = Service(
+        name=MLFLOW,
+        argv=[str(BIN / "mlflow"), "models", "serve", "-m",
+              f"models:/{p.sklearn_model_name}@{p.alias}", "--env-manager", "local",
+              "-h", "127.0.0.1", "-p", str(port)],
+        health_url=f"http://127.0.0.1:{port}/ping",  # answers once the model is loaded
+        log_path=tmp / "peer.log",
+        env={"MLFLOW_TRACKING_URI": tracking, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+    )  # fmt: skip
+    return peer, json_load(f"http://127.0.0.1:{port}/invocations", MLFLOW_BODY)
+
+
+def _mlserver(
+    port: int, tracking: str, p: RegistryParams, version: str, tmp: Path
+) -> tuple[Service, Load]:
+    """MLServer in a virtual environment of its own (pinned, with our scikit-learn), serving
+    the registered scikit-learn version as `iris` (joblib, which mlserver-sklearn reads)."""
+    import joblib  # noqa: PLC0415
+    import mlflow  # noqa: PLC0415
+    import sklearn  # noqa: PLC0415
+
+    from iris_stack.process import Service  # noqa: PLC0415
+    from iris_testing.ports import free_port  # noqa: PLC0415
+
+    venv = tmp / "mlserver-venv"
+    uv = os.environ.get("UV") or shutil.which("uv") or str(ROOT / "scripts" / "uv.sh")
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+    subprocess.run(
+        [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), *MLSERVER,
+         f"scikit-learn=={sklearn.__version__}"],
+        check=True,
+    )  # fmt: skip
+    folder = tmp / "mlserver"
+    folder.mkdir()
+    mlflow.set_tracking_uri(tracking)
+    estimator = mlflow.sklearn.load_model(f"models:/{p.sklearn_model_name}/{version}")
+    joblib.dump(estimator, folder / "model.joblib")
+    settings = {
+        "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(),
+        "metrics_port": free_port(), "parallel_workers": 0, "debug": False,
+    }  # fmt: skip
+    (folder / "settings.json").write_text(json.dumps(settings))
+    model = {
+        "name": "iris",
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib", "version": version},
+    }
+    (folder / "model-settings.json").write_text(json.dumps(model))
+    server = Service(
+        name=MLSERVER_NAME,
+        argv=[str(venv / "bin" / "mlserver"), "start", str(folder)],
+        health_url=f"http://127.0.0.1:{port}/v2/models/iris/ready",
+        log_path=tmp / "mlserver.log",
+        env={"PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"},
+        cwd=folder,
+    )
+    return server, json_load(f"http://127.0.0.1:{port}/v2/models/iris/infer", V2_JSON)
+
+
+def _ceiling(port: int, tmp: Path, api_bin: Path) -> tuple[Service, Load]:
+    """bench/ceiling.py on the API environment's uvicorn, with `iris-api`'s server options."""
+    from iris_stack.process import Service  # noqa: PLC0415
+
+    server = Service(
+        name=CEILING,
+        argv=[str(api_bin / "python"), "-m", "uvicorn", "--app-dir", str(ROOT),
+              "bench.ceiling:app", "--host", "127.0.0.1", "--port", str(port),
+              "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+              "--no-proxy-headers", "--no-server-header", "--log-level", "warning"],
+        health_url=f"http://127.0.0.1:{port}/",
+        log_path=tmp / "ceiling.log",
+    )  # fmt: skip
+    return server, json_load(f"http://127.0.0.1:{port}/v2/models/iris/infer", V2_JSON)
+
+
+def _register_model(tmp: Path, tracking: str) -> tuple[RegistryParams, str]:
     """The project's pipeline up to `prepare` in a copy, then training with its params: a
-    registered version of both models at MLflow `tracking`; the names registered."""
+    registered version of both models at MLflow `tracking`; the names and the version."""
     from iris_core.params import load_params  # noqa: PLC0415
     from iris_testing.project import copy_pipeline  # noqa: PLC0415
     from iris_training.train import train  # noqa: PLC0415
@@ -257,11 +422,11 @@ def _register_model(tmp: Path, tracking: str) -> RegistryParams:
     outcome = train(loaded.train, p, project / "data", tmp / "m.json", tmp / "c.csv", tracking, -1)
     version = outcome.versions[p.onnx_model_name]
     print(f"model: {p.onnx_model_name} / {p.sklearn_model_name} version {version}")
-    return p
+    return p, outcome.versions[p.sklearn_model_name]
 
 
 def measure(
-    servers: dict[str, tuple[Service, str, str]],
+    servers: dict[str, tuple[Service, Load]],
     connections: list[int],
     seconds: int,
     rate: int,
@@ -278,7 +443,7 @@ def measure(
     started: dict[str, list[float]] = {name: [] for name in servers}
     memory: dict[str, float] = dict.fromkeys(servers, 0.0)
     for i in range(rounds):
-        for name, (service, url, body) in servers.items():
+        for name, (service, load) in servers.items():
             begin = time.perf_counter()
             with running(service) as server:
                 if server.name == "api":
@@ -286,10 +451,10 @@ def measure(
                 started[name].append(time.perf_counter() - begin)
                 assert server.process is not None
                 pid = server.process.pid
-                wrk(url, body, 16, 3)  # warm-up, not counted
+                wrk(load, 16, 3)  # warm-up, not counted
                 for c in connections:
-                    runs[name].setdefault(f"wrk -c{c}", []).append(wrk(url, body, c, seconds, pid))
-                at_rate = fixed_rate(url, body, rate, seconds, pid)
+                    runs[name].setdefault(f"wrk -c{c}", []).append(wrk(load, c, seconds, pid))
+                at_rate = fixed_rate(load, rate, seconds, pid)
                 runs[name].setdefault(f"{rate}/s", []).append(at_rate)
                 memory[name] = max(memory[name], rss_mb(pid))
             print(
@@ -318,23 +483,22 @@ def report(
     installed_mb: float,
     twins: dict[str, str],
 ) -> None:
-    """One row per load and server; a baseline row also gives its ratios to the current API's
-    row: req/s under wrk (p99 at the fixed rate) and CPU time per request."""
-    peer = results.get("mlflow models serve")
+    """One row per load and server, with its req/s as a ratio to MLServer's and as a share of
+    the ceiling's; a baseline row also gives its ratios to the current API's row: req/s under
+    wrk (p99 at the fixed rate) and CPU time per request. Then the goals."""
+    peer = results.get(MLSERVER_NAME)
+    ceiling = results.get(CEILING)
     current = {twin: name for name, twin in twins.items()}
     print(
-        f"\n{'load':<12} {'server':<40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us':>7}"
-        f"   {'vs peer':>7}   {'vs current' if twins else ''}"
+        f"\n{'load':<10} {'server':<40} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'CPU us':>7}"
+        f" {'vs MLServer':>11} {'of ceiling':>10}   {'vs current' if twins else ''}"
     )
     for load in next(iter(results.values())):
         for name, numbers in results.items():
             row = numbers[load]
             wrk_load = load.startswith("wrk")
-            vs_peer = (
-                f"{row.rps / peer[load].rps:6.2f}x"
-                if peer and wrk_load and name != "mlflow models serve"
-                else ""
-            )
+            vs_peer = f"{row.rps / peer[load].rps:.2f}x" if peer and wrk_load else ""
+            share = f"{row.rps / ceiling[load].rps:.0%}" if ceiling and wrk_load else ""
             vs_current = ""
             if name in current:
                 now = results[current[name]][load]
@@ -345,15 +509,42 @@ def report(
                 )
                 vs_current = f"{speed:<12} {row.cpu_us / now.cpu_us:5.2f}x CPU"
             print(
-                f"{load:<12} {name:<40} {row.rps:9.0f} {row.p50_ms:8.2f} {row.p99_ms:8.2f}"
-                f" {row.cpu_us:7.0f}   {vs_peer:>7}   {vs_current}"
+                f"{load:<10} {name:<40} {row.rps:7.0f} {row.p50_ms:7.2f} {row.p99_ms:7.2f}"
+                f" {row.cpu_us:7.0f} {vs_peer:>11} {share:>10}   {vs_current}"
             )
-    print("\ngoals: req/s >= 5x the peer's; p99 < 5 ms at 500 req/s")
+    _goals(results)
+    print()
     for name in results:
         print(
             f"{name:<40} ready after {started[name]:5.1f} s, RSS after the load {memory[name]:6.0f} MB"
         )
     print(f"iris-api environment (uv sync --package iris-api --no-dev): {installed_mb:.0f} MB")
+
+
+def _goals(results: dict[str, dict[str, Numbers]]) -> None:
+    """The serving goals, each as measured in this run (where its rows were run)."""
+    v2, predict = results.get("iris-api V2 JSON"), results.get("iris-api /predict")
+    peer, ceiling = results.get(MLSERVER_NAME), results.get(CEILING)
+    at_rate = next((load for load in next(iter(results.values())) if load.endswith("/s")), None)
+    print("\ngoals (16 connections unless said):")
+    c16 = "wrk -c16"
+    if v2 and peer and c16 in v2:
+        print(f"  V2 JSON infer vs MLServer:   {v2[c16].rps / peer[c16].rps:5.2f}x   (goal >= 5x)")
+    if v2 and predict and c16 in v2:
+        print(
+            f"  V2 JSON infer vs /predict:   {v2[c16].rps / predict[c16].rps:5.0%}   (goal >= 90%)"
+        )
+    if predict and ceiling and c16 in predict:
+        print(
+            f"  /predict of the ceiling:     {predict[c16].rps / ceiling[c16].rps:5.0%}   (goal >= 30%)"
+        )
+    if v2 and peer and at_rate:
+        print(
+            f"  V2 JSON p99 at {at_rate}: {v2[at_rate].p99_ms:.2f} ms vs MLServer's p50 "
+            f"{peer[at_rate].p50_ms:.2f} ms   (goal: below)"
+        )
+    if predict and at_rate:
+        print(f"  /predict p99 at {at_rate}: {predict[at_rate].p99_ms:.2f} ms   (goal < 5 ms)")
 
 
 def _baseline_env(ref: str, tmp: Path) -> tuple[str, Path]:

@@ -246,11 +246,15 @@ def test_two_hundred_concurrent_suggestions_are_applied_once_and_fine_tune_forty
 # --- crashes --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_prefect_killed_mid_burst_delays_rows_never_loses_or_doubles_them(
     feedback: FeedbackCase, tmp_path: Path, api_bin: Path, finetune_bin: Path
 ) -> None:
     """A Prefect server of its own, killed with SIGKILL after 20 of 50 suggestions: every
-    suggestion still answers 202; once it is back, all 50 rows are applied, once each."""
+    suggestion still answers 202; once it is back, all 50 rows are applied, once each. On the
+    embedded store only (a minute of CI per backend): what dies here is Prefect, and the
+    store's side (rows claimed once by concurrent runs) is what the 200-suggestion test holds
+    on both backends."""
     case = feedback
     state, port = tmp_path / "prefect", free_port()
     url = f"http://127.0.0.1:{port}/api"
@@ -338,13 +342,15 @@ def test_a_worker_killed_while_its_run_fine_tunes_leaves_the_work_to_a_later_run
         )
         wait_applied(case, 5, 1, 180)
         stats = client.get("/feedback/stats").json()
-    [tune] = case.store.finetunes()
-    assert (tune.rows, tune.outcome) == (5, Outcome.REGISTERED)
-    assert tune.attempts >= 2
-    assert tune.claimed_by != held.claimed_by
-    assert [seq for _, seq in applied(case.store)] == [1, 2, 3, 4, 5]
-    assert stats["runs"]["catchup"] >= 1
-    assert_chain(case, [5])
+        # Read before the stack closes the store (a closed store's engine would open a new
+        # connection and leave it to the garbage collector).
+        [tune] = case.store.finetunes()
+        assert (tune.rows, tune.outcome) == (5, Outcome.REGISTERED)
+        assert tune.attempts >= 2
+        assert tune.claimed_by != held.claimed_by
+        assert [seq for _, seq in applied(case.store)] == [1, 2, 3, 4, 5]
+        assert stats["runs"]["catchup"] >= 1
+        assert_chain(case, [5])
 
 
 def test_a_run_cancelled_before_it_starts_leaves_its_rows_to_the_catch_up(

@@ -11,7 +11,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import disable_created_metrics
-from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel
 
 from iris_api import errors
@@ -20,10 +19,11 @@ from iris_api.fastpath import PredictFastPath
 from iris_api.feedback import FeedbackOutbox
 from iris_api.follower import ModelFollower
 from iris_api.limits import BodyLimit
-from iris_api.metrics import REQUEST_BUCKETS, Metrics
+from iris_api.metrics import Metrics, instrument
+from iris_api.oip import V2Infer
 from iris_api.predicting import Predictions
 from iris_api.prefect import PrefectRuns
-from iris_api.routes import docs, model, predict, suggest, v2
+from iris_api.routes import docs, metrics, model, predict, suggest, v2
 from iris_api.schemas import PredictInput, SuggestInput, V2InferRequest, batch_input
 from iris_api.settings import ApiSettings
 
@@ -39,16 +39,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     # `*_created` series double the size of /metrics and no dashboard reads them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
-    metrics = Metrics(
+    recorded = Metrics(
         settings.drift_window,
         settings.drift_min_rows,
         settings.input_monitoring,
         feedback_store=settings.feedback_store_url is not None,
     )
-    follower = ModelFollower(settings, metrics)
-    predictions = Predictions(follower, metrics)
+    follower = ModelFollower(settings, recorded)
+    predictions = Predictions(follower, recorded)
+    v2_infer = V2Infer(predictions, settings.v2_model_name, settings.batch_limit)
     prefect = PrefectRuns(settings)
-    outbox = FeedbackOutbox(settings, prefect, metrics)
+    outbox = FeedbackOutbox(settings, prefect, recorded)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,7 +57,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         await outbox.start()
         watch = None
         if settings.prefect_poll_s > 0:
-            watch = asyncio.create_task(prefect.watch(metrics.flow_runs, settings.prefect_poll_s))
+            watch = asyncio.create_task(prefect.watch(recorded.flow_runs, settings.prefect_poll_s))
         try:
             yield
         finally:
@@ -75,17 +76,25 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # routes.docs serves Swagger UI without a CDN
         redoc_url=None,
+        # FastAPI's OpenTelemetry bridge acts only when an OpenTelemetry SDK is configured in
+        # the process, which this service (Prometheus metrics) never does; left on, it asks
+        # the global providers (environment lookups) on every request, ~5 % of a prediction.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     # Read by the routes' dependencies (iris_api.deps), not by the routes.
     app.state.follower = follower
     app.state.predictions = predictions
-    app.state.metrics = metrics
+    app.state.v2_infer = v2_infer
+    app.state.metrics = recorded
+    app.state.prefect = prefect
     app.state.outbox = outbox
     app.state.access = FeedbackAccess(settings)
+    # The prediction routes first: the instrumentator looks each request's route up in order.
     app.include_router(predict.router(settings.batch_limit))
+    app.include_router(v2.router(settings.v2_model_name, settings.batch_limit))
     app.include_router(suggest.router)
     app.include_router(model.router)
-    app.include_router(v2.router(settings.v2_model_name, settings.batch_limit))
+    app.include_router(metrics.router)
     docs.install(app)  # after the API routes: they are matched first
     _document_bodies(
         app, [PredictInput, batch_input(settings.batch_limit), SuggestInput, V2InferRequest]
@@ -93,12 +102,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     errors.install(app)
     if settings.fast_path:
         # Added before the instrumentator, so it runs inside it: counted and timed as usual.
-        app.add_middleware(PredictFastPath, predictions=predictions)
+        app.add_middleware(PredictFastPath, predictions=predictions, v2=v2_infer)
     # A full batch is about 100 bytes a row; anything far larger is refused with 413.
     app.add_middleware(BodyLimit, limit=max(2**20, settings.batch_limit * 1024))
-    Instrumentator(registry=metrics.registry, excluded_handlers=["/metrics"]).instrument(
-        app, latency_highr_buckets=REQUEST_BUCKETS
-    ).expose(app, include_in_schema=False)
+    instrument(app, recorded.registry)
     return app
 
 

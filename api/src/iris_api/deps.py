@@ -21,6 +21,7 @@ from iris_api.feedback import FeedbackOutbox
 from iris_api.follower import ModelFollower
 from iris_api.metrics import Metrics
 from iris_api.model import Predictor
+from iris_api.oip import V2Infer
 from iris_api.predicting import Predictions
 
 M = TypeVar("M", bound=BaseModel)
@@ -67,6 +68,11 @@ async def _predictor(request: Request) -> Predictor:
     return predictions.model()
 
 
+async def _v2_infer(request: Request) -> V2Infer:
+    v2: V2Infer = request.app.state.v2_infer
+    return v2
+
+
 async def _metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -87,6 +93,8 @@ FollowerDep = Annotated[ModelFollower, Depends(_follower)]
 PredictionsDep = Annotated[Predictions, Depends(_predictions)]
 #: The served model, or 503 with the reason there is none yet.
 PredictorDep = Annotated[Predictor, Depends(_predictor)]
+#: Open Inference Protocol infer (`iris_api.oip`): the V2 infer route and the fast path share it.
+V2InferDep = Annotated[V2Infer, Depends(_v2_infer)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 #: The feedback store and the flow runs that apply it (`iris_api.feedback`).
 OutboxDep = Annotated[FeedbackOutbox, Depends(_outbox)]

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,20 @@ class NotReady(Exception):
 
 
 class UnsupportedMediaType(Exception):
-    def __init__(self, content_type: str) -> None:
+    def __init__(
+        self, content_type: str, accepted: str = "JSON (Content-Type: application/json)"
+    ) -> None:
         super().__init__(content_type)
         self.content_type = content_type
+        self.accepted = accepted
+
+
+class NotFound(Exception):
+    """No such model or version here (404): the detail names what is served instead."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
 
 
 class Upstream(Exception):
@@ -62,8 +74,14 @@ class Refused(Exception):
 
 
 #: The errors `answer` knows; anything else is a 500.
-KNOWN = (RequestValidationError, NotReady, UnsupportedMediaType, Upstream, Refused)
-Known = RequestValidationError | NotReady | UnsupportedMediaType | Upstream | Refused
+KNOWN = (RequestValidationError, NotReady, UnsupportedMediaType, Upstream, NotFound, Refused)
+Known = RequestValidationError | NotReady | UnsupportedMediaType | Upstream | NotFound | Refused
+
+
+def inference_protocol(path: str) -> bool:
+    """Whether `path` is under the Open Inference Protocol's `/v2`, whose clients read an
+    `error` string from every answer that is not a 2xx."""
+    return path.startswith("/v2/") or path == "/v2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,17 +89,19 @@ class Answer:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
 
     def response(self) -> Response:
-        return Response(self.body, self.status, self.headers, media_type="application/json")
+        return Response(self.body, self.status, self.headers, media_type=self.content_type)
 
     async def send(self, send: Send) -> None:
         """Straight to ASGI, for the layers that answer before FastAPI (fast path, body limit)."""
         headers = [
-            (b"content-type", b"application/json"),
+            (b"content-type", self.content_type.encode()),
             (b"content-length", str(len(self.body)).encode()),
-            *((k.lower().encode(), v.encode()) for k, v in self.headers.items()),
         ]
+        if self.headers:
+            headers += [(k.lower().encode(), v.encode()) for k, v in self.headers.items()]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
 
@@ -112,9 +132,13 @@ def answer(exc: Known, inference_protocol: bool = False) -> Answer:
         body = {"detail": summary}
         if status == 503:
             headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    elif isinstance(exc, NotFound):
+        status = 404
+        summary = exc.detail
+        body = {"detail": summary}
     else:
         status = 415
-        summary = f"send JSON (Content-Type: application/json), not {exc.content_type!r}"
+        summary = f"send {exc.accepted}, not {exc.content_type!r}"
         body = {"detail": summary}
     if inference_protocol:
         body["error"] = summary
@@ -141,13 +165,25 @@ def _error(error: dict[str, object]) -> dict[str, object]:
 def install(app: FastAPI) -> None:
     async def known(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, KNOWN)  # noqa: S101 (registered for these types only)
-        return answer(exc, request.url.path.startswith("/v2/")).response()
+        return answer(exc, inference_protocol(request.url.path)).response()
 
     for kind in KNOWN:
         app.add_exception_handler(kind, known)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http(request: Request, exc: Exception) -> Response:
+        """Starlette's own answers (404 no such path, 405 wrong method) in our shape."""
+        assert isinstance(exc, StarletteHTTPException)  # noqa: S101 (registered for it only)
+        body: dict[str, object] = {"detail": exc.detail}
+        if inference_protocol(request.url.path):
+            body["error"] = f"{exc.detail}: {request.method} {request.url.path}"
+        return JSONBytes(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         # Logged with its traceback here; the client gets no internals.
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONBytes({"detail": "internal error (logged)"}, status_code=500)
+        body = {"detail": "internal error (logged)"}
+        if inference_protocol(request.url.path):
+            body["error"] = body["detail"]
+        return JSONBytes(body, status_code=500)

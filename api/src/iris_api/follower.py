@@ -27,6 +27,8 @@ class ModelFollower:
         self.reason = "no model loaded yet"
         self._registry = Registry(settings.tracking_url, settings.registry_timeout_s)
         self._task: asyncio.Task[None] | None = None
+        #: One registry check at a time: the poll and a check asked for by a client.
+        self._checking = asyncio.Lock()
 
     @property
     def wanted(self) -> str:
@@ -78,10 +80,19 @@ class ModelFollower:
         log.info("serving %s version %s (was %s)", v.name, v.version,
                  previous.version.version if previous else "none")  # fmt: skip
 
+    async def check_now(self) -> bool:
+        """One registry check now, not at the next poll (the Open Inference Protocol's
+        repository `load`); False when it failed (logged, counted, the reason kept)."""
+        return await self._check()
+
     async def _check(self) -> bool:
         """One check, its blocking part off the event loop; False when it failed (logged,
         counted). Never raises: the follower must outlive any surprise, or the service would
         silently stop following."""
+        async with self._checking:
+            return await self._check_once()
+
+    async def _check_once(self) -> bool:
         try:
             predictor = await asyncio.to_thread(self.fetch)
             if predictor is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from iris_api.errors import Answer
+from iris_api.errors import Answer, inference_protocol
 
 
 class _TooLarge(Exception):
@@ -20,7 +20,10 @@ class BodyLimit:
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
-        self.answer = Answer(413, orjson.dumps({"detail": f"request body over {limit} bytes"}))
+        detail = f"request body over {limit} bytes"
+        self.answer = Answer(413, orjson.dumps({"detail": detail}))
+        #: Under /v2, with the Open Inference Protocol's `error` too.
+        self.v2_answer = Answer(413, orjson.dumps({"detail": detail, "error": detail}))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -29,7 +32,7 @@ class BodyLimit:
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit():
                 if int(value) > self.limit:
-                    await self.answer.send(send)
+                    await self._refuse(scope, send)
                 else:  # the HTTP parser delivers no more than Content-Length: nothing to count
                     await self.app(scope, receive, send)
                 return
@@ -54,4 +57,8 @@ class BodyLimit:
             await self.app(scope, counted, watched)
         except _TooLarge:
             if not started:
-                await self.answer.send(send)
+                await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        refusal = self.v2_answer if inference_protocol(scope["path"]) else self.answer
+        await refusal.send(send)

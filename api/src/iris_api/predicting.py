@@ -10,6 +10,7 @@ A model call that is not a prediction (/suggest asking the model's opinion) call
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,40 @@ from iris_api.schemas import PredictInput
 from iris_core import CLASS_NAMES
 
 
+@dataclass(slots=True)
+class VersionStats:
+    """What one model version did in this process (the protocol's statistics extension)."""
+
+    #: Rows predicted.
+    inference_count: int = 0
+    #: Model calls: a request of several rows is one.
+    execution_count: int = 0
+    #: Time in `Predictions.predict` (model and recording), and in onnxruntime alone.
+    success_ns: int = 0
+    infer_ns: int = 0
+    #: Infer requests for this version refused for bad input.
+    fail_count: int = 0
+    #: When it last predicted, ms since the epoch (0: never).
+    last_inference_ms: int = 0
+
+
+class Statistics:
+    """Per model version, since the process started: plain counters, no locks (the event loop
+    runs one prediction at a time)."""
+
+    def __init__(self) -> None:
+        self.versions: dict[str, VersionStats] = {}
+
+    def of(self, version: str) -> VersionStats:
+        stats = self.versions.get(version)
+        if stats is None:
+            stats = self.versions[version] = VersionStats()
+        return stats
+
+    def failed(self, version: str) -> None:
+        self.of(version).fail_count += 1
+
+
 class Predictions:
     """One per app: the served model (the follower's) and the metrics its predictions feed.
     One object, so a prediction route takes one dependency (each costs FastAPI microseconds)."""
@@ -30,6 +65,7 @@ class Predictions:
     def __init__(self, follower: ModelFollower, metrics: Metrics) -> None:
         self.follower = follower
         self.metrics = metrics
+        self.stats = Statistics()
 
     def model(self) -> Predictor:
         """The served model, or 503 with the reason there is none yet."""
@@ -40,11 +76,13 @@ class Predictions:
 
     def predict(self, model: Predictor, x: npt.NDArray[np.float32]) -> Outputs:
         """`model`'s outputs for rows `x` (float32, [N, 4]), each row counted by its predicted
-        class, its confidence and its inputs (histograms, drift window), the call timed."""
+        class, its confidence and its inputs (histograms, drift window), the call timed and
+        counted for the version's statistics."""
         m = self.metrics
-        start = time.perf_counter()
+        start = time.perf_counter_ns()
         outputs = model.infer(x)
-        m.inference.observe(time.perf_counter() - start)
+        infer_ns = time.perf_counter_ns() - start
+        m.inference.observe(infer_ns * 1e-9)
         labels = outputs.labels
         monitor = m.drift
         if len(labels) == 1:  # the common case, without numpy's per-call overhead
@@ -63,6 +101,12 @@ class Predictions:
             if monitor is not None:
                 for row in x.tolist():
                     monitor.observe(row)
+        stats = self.stats.of(model.version.version)
+        stats.inference_count += len(labels)
+        stats.execution_count += 1
+        stats.infer_ns += infer_ns
+        stats.success_ns += time.perf_counter_ns() - start
+        stats.last_inference_ms = time.time_ns() // 1_000_000
         return outputs
 
     def one(self, flower: PredictInput) -> dict[str, Any]:

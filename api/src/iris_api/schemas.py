@@ -140,19 +140,37 @@ class ModelInfo(BaseModel):
     loaded_at: datetime
 
 
-# Open Inference Protocol (KServe V2), the subset this service speaks.
+# Open Inference Protocol (KServe V2): the bodies of its REST API for this one model. The
+# binary tensor data extension's framing is read and written by `iris_api.oip`, which validates
+# binary tensors with the same limits as these fields.
+
+#: A non-negative JSON integer (booleans and strings are refused, not coerced).
+Count = Annotated[int, Field(strict=True, ge=0)]
+
+
+class V2InputParameters(BaseModel):
+    """An input tensor's parameters; others are accepted and ignored, as the protocol allows."""
+
+    model_config = ConfigDict(extra="allow")
+
+    binary_data_size: Count | None = Field(
+        None, description="binary tensor data extension: the tensor's bytes follow the JSON"
+    )
 
 
 class V2Tensor(BaseModel):
-    """An input tensor: FP32, shape [N, 4], data row-major (flat, or nested rows)."""
+    """An input tensor: FP32, shape [N, 4], data row-major (flat, or nested rows), or its
+    bytes after the JSON (binary tensor data extension: `parameters.binary_data_size`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(examples=["input"])
-    shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=2, max_length=2)
+    shape: list[Annotated[int, Field(strict=True, ge=1)]] = Field(min_length=2, max_length=2)
     datatype: Literal["FP32"]
-    data: list[Measurement]
-    parameters: dict[str, Any] | None = None
+    data: list[Measurement] | None = Field(
+        None, description="N x 4 measurements (cm); absent when sent as binary data"
+    )
+    parameters: V2InputParameters | None = None
 
     @field_validator("data", mode="before")
     @classmethod
@@ -162,10 +180,32 @@ class V2Tensor(BaseModel):
         return value
 
 
+class V2OutputParameters(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    binary_data: Annotated[bool, Field(strict=True)] | None = Field(
+        None, description="binary tensor data extension: this output's bytes after the JSON"
+    )
+    classification: Annotated[int, Field(strict=True, ge=0, le=len(CLASS_NAMES))] | None = Field(
+        None,
+        description="classification extension (probabilities only): the top k classes of "
+        'each row as BYTES "score:index:label", best first; 0 = off',
+    )
+
+
 class V2RequestedOutput(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
     name: Literal["label", "probabilities"]
-    parameters: dict[str, Any] | None = None
+    parameters: V2OutputParameters | None = None
+
+
+class V2RequestParameters(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    binary_data_output: Annotated[bool, Field(strict=True)] | None = Field(
+        None, description="every output as binary data unless the output says otherwise"
+    )
 
 
 class V2InferRequest(BaseModel):
@@ -189,22 +229,27 @@ class V2InferRequest(BaseModel):
     )
 
     id: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: V2RequestParameters | None = None
     inputs: list[V2Tensor] = Field(min_length=1, max_length=1)
-    outputs: list[V2RequestedOutput] | None = None
+    outputs: list[V2RequestedOutput] | None = Field(
+        None, max_length=2, description="default: label and probabilities"
+    )
 
 
 class V2OutputTensor(BaseModel):
     name: str
     shape: list[int]
-    datatype: Literal["INT64", "FP32"]
-    data: list[float] | list[int]
+    datatype: Literal["INT64", "FP32", "BYTES"]
+    parameters: dict[str, Any] | None = Field(
+        None, description="`binary_data_size` when the data follows the JSON"
+    )
+    data: list[float] | list[int] | list[str] | None = None
 
 
 class V2InferResponse(BaseModel):
     model_name: str
     model_version: str
-    id: str | None = None
+    id: str | None = Field(None, description="the request's id, when it had one")
     outputs: list[V2OutputTensor]
 
 
@@ -225,7 +270,62 @@ class V2ModelMetadata(BaseModel):
 class V2ServerMetadata(BaseModel):
     name: str
     version: str
-    extensions: list[str]
+    extensions: list[str] = Field(description="the protocol extensions this server implements")
+
+
+class V2ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class V2RepositoryIndexRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ready: Annotated[bool, Field(strict=True)] = Field(
+        False, description="only the models that are ready"
+    )
+
+
+class V2RepositoryModel(BaseModel):
+    name: str
+    version: str | None = None
+    state: Literal["READY", "UNAVAILABLE"]
+    reason: str
+
+
+class V2Duration(BaseModel):
+    count: int
+    ns: int
+
+
+class V2InferenceStats(BaseModel):
+    success: V2Duration = Field(description="model calls that answered, time in the call")
+    fail: V2Duration = Field(description="infer requests for this version refused for bad input")
+    queue: V2Duration
+    compute_input: V2Duration
+    compute_infer: V2Duration = Field(description="onnxruntime alone")
+    compute_output: V2Duration
+
+
+class V2ModelStats(BaseModel):
+    name: str
+    version: str
+    last_inference: int = Field(description="ms since the epoch; 0 before the first")
+    inference_count: int = Field(description="rows predicted")
+    execution_count: int = Field(description="model calls (a batch is one)")
+    inference_stats: V2InferenceStats
+    batch_stats: list[dict[str, Any]]
+
+
+class V2Statistics(BaseModel):
+    model_stats: list[V2ModelStats]
+
+
+class V2Error(BaseModel):
+    """The protocol's error body; `detail` repeats it (422s list the fields there)."""
+
+    error: str
+    detail: Any = None
 
 
 class Live(BaseModel):

@@ -102,7 +102,9 @@ class ApiSettings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="address uvicorn binds (0.0.0.0 in a container)")
     port: int = Field(8000, ge=1, le=65535)
-    fast_path: bool = Field(True, description="answer POST /predict without FastAPI's routing")
+    fast_path: bool = Field(
+        True, description="answer POST /predict and V2 infer without FastAPI's routing"
+    )
     access_log: bool = Field(False, description="one log line per request (costs throughput)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
