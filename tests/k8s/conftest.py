@@ -21,18 +21,7 @@ def images() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def skaffold_values(images: dict[str, str]) -> dict[str, str]:
     """What skaffold's setValueTemplates of the iris release become for images of these names."""
-    values = {}
-    for key, template in k8s.skaffold_config()["deploy"]["helm"]["releases"][-1][
-        "setValueTemplates"
-    ].items():
-        member = key.split(".")[1]
-        repository, tag = images[member].rsplit(":", 1)
-        assert template in {
-            f"{{{{.IMAGE_REPO_iris_mlops_{member}}}}}",
-            f"{{{{.IMAGE_TAG_iris_mlops_{member}}}}}",
-        }, template
-        values[key] = repository if "IMAGE_REPO" in template else tag
-    return values
+    return k8s.skaffold_image_values(images)
 
 
 @pytest.fixture(scope="session")
@@ -54,5 +43,6 @@ def flow_run_job(rendered: dict[str, list[k8s.Obj]], images: dict[str, str]) -> 
     variables = dict(deployment["work_pool"]["job_variables"])
     variables["image"] = images["finetune"]
     worker = k8s.one(rendered["prefect-worker"], "Deployment")
-    env = k8s.plain_env(next(k8s.containers(worker)))
+    (container,) = [c for c in k8s.containers(worker) if c["name"] == "prefect-worker"]
+    env = k8s.plain_env(container)
     return k8s.render_flow_run_job(variables, env["PREFECT_API_URL"])

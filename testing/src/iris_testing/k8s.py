@@ -115,6 +115,34 @@ def skaffold_releases(config: Obj | None = None) -> list[Release]:
     return releases
 
 
+def skaffold_image_values(images: Mapping[str, str]) -> dict[str, str]:
+    """What the setValueTemplates of skaffold.yaml's iris release become for these images
+    (member -> repository:tag, `image_names()`): images.<member>.repository and .tag."""
+    values = {}
+    (iris,) = [r for r in skaffold_config()["deploy"]["helm"]["releases"] if r["name"] == "iris"]
+    for key, template in iris["setValueTemplates"].items():
+        member = key.split(".")[1]
+        repository, tag = images[member].rsplit(":", 1)
+        if template not in {
+            f"{{{{.IMAGE_REPO_iris_mlops_{member}}}}}",
+            f"{{{{.IMAGE_TAG_iris_mlops_{member}}}}}",
+        }:
+            raise ValueError(f"skaffold.yaml: {key}: unexpected template {template}")
+        values[key] = repository if "IMAGE_REPO" in template else tag
+    return values
+
+
+def namespace_services(rendered: Mapping[str, Sequence[Obj]], namespace: str) -> list[Obj]:
+    """The Services the rendered releases (name -> objects) of skaffold.yaml make in
+    `namespace`, in its order: what the kubelet turns into a pod's service links there."""
+    return [
+        service
+        for release in skaffold_releases()
+        if release.namespace == namespace and release.name in rendered
+        for service in by_kind(rendered[release.name], "Service")
+    ]
+
+
 def helm_template(
     chart: Path,
     release: str,
@@ -125,14 +153,18 @@ def helm_template(
     api_versions: Iterable[str] = (),
     kube_version: str = KUBE_VERSIONS[0],
     extra: Sequence[str] = (),
+    set_strings: Mapping[str, str] | None = None,
 ) -> list[Obj]:
-    """`helm template` with Helm 4 (.tools/helm): the rendered objects, hooks and tests included."""
+    """`helm template` with Helm 4 (.tools/helm): the rendered objects, hooks and tests
+    included; `set_values` with --set, `set_strings` with --set-string (kept strings)."""
     args: list[str | Path] = [HELM, "template", release, chart, "--namespace", namespace]
     args += ["--kube-version", kube_version]
     for f in values_files:
         args += ["--values", f]
     for key, value in (set_values or {}).items():
         args += ["--set", f"{key}={value}"]
+    for key, text in (set_strings or {}).items():
+        args += ["--set-string", f"{key}={text}"]
     for key, path in (set_files or {}).items():
         args += ["--set-file", f"{key}={path}"]
     for api in api_versions:
@@ -140,9 +172,14 @@ def helm_template(
     return load_all(run_tool([*args, *extra]))
 
 
-def render_release(release: Release, set_values: Mapping[str, Any] | None = None) -> list[Obj]:
+def render_release(
+    release: Release,
+    set_values: Mapping[str, Any] | None = None,
+    set_strings: Mapping[str, str] | None = None,
+) -> list[Obj]:
     """A release as skaffold installs it, on a cluster with the monitoring CRDs (kube-prometheus-
-    stack is the second release); `set_values` stands for skaffold's templated values."""
+    stack is the second release); `set_values` stands for skaffold's templated values,
+    `set_strings` for values that must stay strings."""
     return helm_template(
         release.chart,
         release.name,
@@ -151,6 +188,7 @@ def render_release(release: Release, set_values: Mapping[str, Any] | None = None
         {**release.set_values, **(set_values or {})},
         release.set_files,
         api_versions=[MONITORING_API],
+        set_strings=set_strings,
     )
 
 
