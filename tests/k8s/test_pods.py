@@ -20,6 +20,7 @@ from iris_testing.pods import (
     Cluster,
     Probe,
     Untranslatable,
+    own_writes,
     quantity,
     service_addresses,
     service_links,
@@ -36,13 +37,7 @@ HERE = {"mlflow": 15000, "prefect-server": 14200, "iris-postgres": 15432, "iris-
 
 
 def mlops_services(rendered: Rendered) -> list[k8s.Obj]:
-    """The Services of the namespace the iris pods run in, in skaffold's order."""
-    return [
-        service
-        for release in k8s.skaffold_releases()
-        if release.namespace == "mlops"
-        for service in k8s.by_kind(rendered[release.name], "Service")
-    ]
+    return k8s.namespace_services(rendered, "mlops")
 
 
 def cluster_for(rendered: Rendered) -> Cluster:
@@ -68,14 +63,13 @@ def workloads(rendered: Rendered, flow_run_job: k8s.Obj) -> list[k8s.Obj]:
 def test_every_pod_of_the_chart_and_a_flow_run_translate_hardened(
     rendered: Rendered, flow_run_job: k8s.Obj, tmp_path: Path
 ) -> None:
-    translated = {}
+    translated: dict[str, Container] = {}
     for i, workload in enumerate(workloads(rendered, flow_run_job)):
         pod = translate(workload, cluster_for(rendered), tmp_path / str(i))
-        for c in pod.init_containers + pod.containers:
-            translated[f"{k8s.kind_name(workload)}/{c.name}"] = c.container
-    assert len(translated) == 7, sorted(
-        translated
-    )  # api, register, fetch, prepare, train, test, flow run
+        for each in pod.init_containers + pod.containers:
+            translated[f"{k8s.kind_name(workload)}/{each.name}"] = each.container
+    # api, register, fetch, prepare, train, the helm test, the flow run
+    assert len(translated) == 7, sorted(translated)
     for name, c in translated.items():
         assert (c.user, c.group, tuple(c.groups)) == (10001, 10001, (10001,)), name
         flags = (c.read_only_root, c.drop_all_capabilities, c.no_new_privileges)
@@ -326,6 +320,12 @@ def test_quantities(text: str | int, value: float) -> None:
 def test_a_bad_quantity_is_refused() -> None:
     with pytest.raises(Untranslatable, match="suffix"):
         quantity("1Zi", "x")
+
+
+def test_the_mount_points_a_runtime_makes_are_not_writes_of_the_container() -> None:
+    c = Container("img", mounts=[Mount(Path("/x"), "/etc/iris/conf")], tmpfs=[f"{TMP}:exec"])
+    diff = ["C /etc", "A /etc/iris", "A /etc/iris/conf", "A /etc/passwd-", "C /var", "A /var/x"]
+    assert own_writes(diff, c) == ["A /etc/passwd-", "C /var", "A /var/x"]
 
 
 def test_the_docker_flags_of_a_pod_container() -> None:

@@ -45,7 +45,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
@@ -194,10 +194,9 @@ class Cluster:
         def here(url: re.Match[str]) -> str:
             host, scheme = url["host"], url["scheme"].lower()
             port = url["port"] or DEFAULT_PORTS.get(scheme)
-            if f"{host}:{port}" in self.addresses:
-                return (
-                    f"{url['scheme']}://{url['userinfo'] or ''}{self.addresses[f'{host}:{port}']}"
-                )
+            mapped = self.addresses.get(f"{host}:{port}")
+            if mapped is not None:
+                return f"{url['scheme']}://{url['userinfo'] or ''}{mapped}"
             if host.strip("[]") in LOOPBACK:
                 return url[0]
             raise Untranslatable(
@@ -528,12 +527,24 @@ def translate(workload: Obj, cluster: Cluster, folder: Path) -> Pod:
 
 @dataclass(frozen=True)
 class Ran:
-    """A container run to its end: its Docker name, exit code, output and `docker diff`."""
+    """A container run to its end: its Docker name, exit code, output and what it wrote to its
+    root filesystem (`docker diff` less the mount points, `own_writes`)."""
 
     name: str
     code: int
     logs: str
     diff: list[str]
+
+
+def own_writes(diff: Sequence[str], container: Container) -> list[str]:
+    """`docker diff` of a container less what the runtime made for its volumes: a mount point
+    the image lacks (`A /etc/iris`) and the folders above it (made, `A`, or changed, `C /etc`),
+    as a kubelet's runtime makes them too. A file written anywhere still shows (`A /etc/x`)."""
+    points = [m.path for m in container.mounts] + [t.split(":")[0] for t in container.tmpfs]
+    made = {f"A {p}" for p in points}
+    made |= {f"{change} {parent}" for p in points for parent in PurePosixPath(p).parents
+             for change in "AC"}  # fmt: skip
+    return [line for line in diff if line not in made]
 
 
 def run_pod(docker: Docker, pod: Pod, name: str, timeout_s: float) -> list[Ran]:
@@ -543,21 +554,23 @@ def run_pod(docker: Docker, pod: Pod, name: str, timeout_s: float) -> list[Ran]:
     ran: list[Ran] = []
     started: list[str] = []
 
-    def finished(docker_name: str, code: int) -> Ran:
-        ran.append(Ran(docker_name, code, docker.logs(docker_name), docker.diff(docker_name)))
+    def finished(c: PodContainer, docker_name: str, code: int) -> Ran:
+        diff = own_writes(docker.diff(docker_name), c.container)
+        ran.append(Ran(docker_name, code, docker.logs(docker_name), diff))
         return ran[-1]
 
     try:
         for init in pod.init_containers:
             started.append(f"{name}-{init.name}")
             code, _ = docker.run(init.container, started[-1], timeout_s)
-            if finished(started[-1], code).code != 0:
+            if finished(init, started[-1], code).code != 0:
                 return ran
         for c in pod.containers:
             started.append(f"{name}-{c.name}")
             docker.start(c.container, started[-1])
-        for docker_name in started[len(pod.init_containers) :]:
-            finished(docker_name, int(docker("wait", docker_name, timeout_s=timeout_s).strip()))
+        for c in pod.containers:
+            code = int(docker("wait", f"{name}-{c.name}", timeout_s=timeout_s).strip())
+            finished(c, f"{name}-{c.name}", code)
     finally:
         with contextlib.suppress(DockerError):  # one that never started; the session's
             docker.remove(*started)  # label finds whatever is left
