@@ -84,7 +84,7 @@ base-image:  ## without a registry: a local stand-in base (Debian + Python, debo
 	@$(DOCKER) image inspect $(LOCAL_BASE_IMAGE) >/dev/null 2>&1 || \
 	  DOCKER=$(DOCKER) scripts/local-base-image.sh $(LOCAL_BASE_IMAGE)
 
-test-images: sync image-tools images  ## build the images, run each one's job against real services (hardened)
+test-images: sync image-tools k8s-tools images  ## build the images, run the manifests' containers against real services (hardened)
 	DOCKER=$(DOCKER) $(RUN) pytest -m images
 
 k8s-tools:  # pinned helm 4, kubernetes-validate and checkov into .tools/ (the offline Kubernetes checks)

@@ -1,18 +1,27 @@
-"""The three images as they will run in Kubernetes (`make test-images`: built first by `make
-images`), against real services on this machine: MLflow, a Prefect server and PostgreSQL.
+"""The three images as Kubernetes runs them (`make test-images`: built first by `make images`),
+against real services on this machine: MLflow, a Prefect server and PostgreSQL.
 
-Every container runs hardened as the chart will declare it (user 10001, read-only root
-filesystem, /tmp an empty tmpfs, every capability dropped, no privilege escalation) on the
-host's network. In order: the API starts before any model exists (live, not ready); the
-training image trains and registers version 1; the API becomes ready and answers; the finetune
-image executes five flow runs of the `kubernetes` deployment of prefect.yaml, each started the
-way Prefect's Kubernetes worker starts one, and the fifth registers version 2; the API follows
-it. Nothing is left behind: no container, network, volume or untagged project image.
+Every container is one of the manifests, translated into `docker run` by iris_testing.pods:
+charts/iris rendered as skaffold.yaml installs it (the images of this commit; the API on a free
+port and polling the registry every second, both chart values) and the Job Prefect's
+Kubernetes worker makes for each flow run (the worker's own code, the work pool's base job
+template k8s/prefect/base-job-template.json). Image, command, arguments, environment (Secrets,
+service links), user and groups, read-only root filesystem, capabilities, privilege escalation,
+CPU and memory limits and volumes are the manifests'; the in-cluster addresses of MLflow, Prefect
+and the API are mapped to this machine's, on the host's network.
+
+In order: the registration Job deploys prefect.yaml's `kubernetes` deployment into the work pool;
+the API Deployment's container starts before any model exists (its startup and liveness probes
+pass, its readiness probe fails); the training Job (fetch, prepare, train) registers version 1;
+the readiness probe passes and the API answers, as does the chart's `helm test` pod; five flow
+runs, each executed by its Job's container, the fifth registering version 2; the API follows it.
+Nothing is left behind: no container, network, volume or untagged project image.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import secrets
@@ -40,20 +49,24 @@ from iris_stack.deploy import run_prefect
 from iris_stack.postgres import Postgres
 from iris_stack.process import running
 from iris_stack.services import mlflow_server, prefect_env, prefect_server
-from iris_testing.containers import UID, Container, Docker, DockerError, Mount
+from iris_testing import k8s
+from iris_testing.containers import UID, Container, Docker, DockerError
+from iris_testing.pods import Cluster, PodContainer, Ran, run_pod, service_addresses, translate
 from iris_testing.ports import free_port
 from iris_testing.prefect_rest import PrefectRest
 
 pytestmark = [pytest.mark.integration, pytest.mark.images]
 
 ROOT = Path(__file__).resolve().parents[1]
-#: The API's registry poll period here (seconds).
-POLL_S = 1.0
-#: The probes the chart declares on the API's port (HTTP GET).
-LIVENESS, READINESS = "/v2/health/live", "/v2/health/ready"
+#: The API's registry poll period here (seconds), through the chart's api.env.
+POLL_S = 1
 #: Growth over the base image (MB) no image may exceed: the API under 180 MB; training and
 #: finetune a third under what they were before any cut (687 and 851 MB above their base).
 BUDGET_MB = {"api": 180, "training": 458, "finetune": 567}
+#: The namespace of the iris release and of the services it calls.
+NAMESPACE = "mlops"
+#: charts/iris's default values (the work pool, the feedback store's Secret).
+CHART_VALUES = yaml.safe_load((ROOT / "charts" / "iris" / "values.yaml").read_text())
 #: The deployment of prefect.yaml whose runs are a pod each, from the finetune image.
 DEPLOYMENT = "kubernetes"
 #: Five feedback rows, a flower of each class in turn.
@@ -63,8 +76,8 @@ ROLE = "feedback"
 
 
 def feedback_store_env(services: Services) -> dict[str, str]:
-    """The feedback store the API and finetune containers are given: the PostgreSQL database
-    on this machine, by the one URL setting both read."""
+    """The feedback store a container is given: the PostgreSQL database on this machine, by
+    the one URL setting the API and the flow runs read."""
     return {STORE_URL: services.postgres_url}
 
 
@@ -73,15 +86,33 @@ class Services:
     mlflow: str
     prefect: PrefectRest
     postgres_url: str
-    data: Path  # prepared data, readable by the containers' user
+
+
+@dataclass(frozen=True)
+class Manifests:
+    """The releases of the mlops namespace rendered as skaffold.yaml installs them."""
+
+    iris: list[k8s.Obj]  # charts/iris: the API on `api_port`, polling every POLL_S
+    services: list[k8s.Obj]  # every Service of the namespace (the pods' service links)
+    worker_env: dict[str, str]  # the Prefect worker pod's environment
+    api_port: int
+
+    def job(self, component: str) -> k8s.Obj:
+        """The iris release's Job of this component (its name carries a hash)."""
+        (job,) = [j for j in k8s.by_kind(self.iris, "Job")
+                  if j["metadata"]["labels"]["app.kubernetes.io/component"] == component]  # fmt: skip
+        return job
 
 
 @dataclass
 class Api:
     url: str
     name: str
-    #: What the probes answered before any model was registered.
-    live_before: int
+    pod: PodContainer
+    #: Seconds from the start until the startup probe passed; what the liveness and
+    #: readiness probes and the image's HEALTHCHECK said then (no model registered yet).
+    started_s: float
+    live_before: bool
     ready_before: int
     health_before: str
 
@@ -119,6 +150,16 @@ def feedback_row(class_name: str) -> dict[str, Any]:
     return flower(class_name) | {"class_name": class_name}
 
 
+def versions(mlflow: str) -> int:
+    """How many versions of the served model the registry holds."""
+    model = registry().onnx_model_name
+    return len(MlflowClient(mlflow).search_model_versions(f"name = '{model}'"))
+
+
+def failed(ran: list[Ran]) -> str:
+    return "\n".join(f"{r.name} exited with {r.code}:\n{r.logs[-3000:]}" for r in ran if r.code)
+
+
 # --- fixtures ---------------------------------------------------------------------------------
 
 
@@ -147,11 +188,7 @@ def docker() -> Iterator[Docker]:
 def images(docker: Docker) -> dict[str, str]:
     """member -> image name, from the Makefile (`make image-names`); each built from this
     commit (`make images`)."""
-    listed = subprocess.run(
-        ["make", "--no-print-directory", "-s", "image-names"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    names = dict(line.split() for line in listed.splitlines())
+    names = k8s.image_names()
     head = git_head()
     for member, name in names.items():
         try:
@@ -164,19 +201,40 @@ def images(docker: Docker) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def services(images: dict[str, str], data_dir: Path) -> Iterator[Services]:
-    """MLflow and a Prefect server on free loopback ports, with the `kubernetes` work pool and
-    deployment of prefect.yaml (its image: the finetune image); PostgreSQL with a database for
-    the feedback store; prepared data the containers' user can read."""
+def manifests(images: dict[str, str]) -> Manifests:
+    """skaffold.yaml's releases of the mlops namespace, rendered with Helm 4 as it installs
+    them (the images of `make images`); two values of charts/iris differ: the API's port (the
+    host's network has no room for a fixed one) and its poll interval."""
+    port = free_port()
+    rendered = {}
+    for release in k8s.skaffold_releases():
+        if release.namespace != NAMESPACE:
+            continue
+        if release.name == "iris":
+            values = k8s.skaffold_image_values(images) | {"api.port": str(port)}
+            poll = {"api.env.IRIS_API_POLL_INTERVAL_S": str(POLL_S)}
+            rendered[release.name] = k8s.render_release(release, values, set_strings=poll)
+        else:
+            rendered[release.name] = k8s.render_release(release)
+    worker = k8s.one(rendered["prefect-worker"], "Deployment")
+    (container,) = [c for c in k8s.containers(worker) if c["name"] == "prefect-worker"]
+    return Manifests(
+        rendered["iris"],
+        k8s.namespace_services(rendered, NAMESPACE),
+        k8s.plain_env(container),
+        port,
+    )
+
+
+@pytest.fixture(scope="module")
+def services() -> Iterator[Services]:
+    """MLflow and a Prefect server on free loopback ports, the Kubernetes work pool as the
+    worker makes it (type kubernetes, the base job template of the prefect-worker release);
+    PostgreSQL with a database for the feedback store."""
     with contextlib.ExitStack() as stack:
         folder = Path(tempfile.mkdtemp(prefix="iris-images-"))
         stack.callback(shutil.rmtree, folder, ignore_errors=True)
-        folder.chmod(0o755)
-        data = folder / "data"
-        shutil.copytree(data_dir, data)
-        for path in [data, *data.iterdir()]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-
+        folder.chmod(0o755)  # PostgreSQL's user enters it
         mlflow, prefect = (
             mlflow_server(folder / "mlflow", free_port()),
             prefect_server(folder / "prefect", free_port()),
@@ -187,7 +245,7 @@ def services(images: dict[str, str], data_dir: Path) -> Iterator[Services]:
         for service in (mlflow, prefect):
             service.wait_healthy(120)
         prefect_url = prefect.health_url.removesuffix("/health")
-        deploy_kubernetes(prefect_url, folder / "prefect-client", images["finetune"])
+        create_work_pool(prefect_url, folder / "prefect-client")
         client = PrefectRest(prefect_url)
         stack.callback(client.close)
 
@@ -202,124 +260,149 @@ def services(images: dict[str, str], data_dir: Path) -> Iterator[Services]:
             mlflow.health_url.removesuffix("/health"),
             client,
             cluster.url("feedback", ROLE, password),
-            data,
         )
 
 
-def deploy_kubernetes(api_url: str, home: Path, finetune_image: str) -> None:
-    """The work pool (type kubernetes) and the deployment `kubernetes` of prefect.yaml, made
-    with the Prefect CLI as a user would; the image name comes in through IRIS_FINETUNE_IMAGE."""
-    project = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    (spec,) = [d for d in project["deployments"] if d["name"] == DEPLOYMENT]
+def create_work_pool(api_url: str, home: Path) -> None:
+    """The work pool of prefect.yaml's `kubernetes` deployment, as the Prefect worker creates
+    it in the cluster: type kubernetes, k8s/prefect/base-job-template.json."""
     env = prefect_env(api_url, home)
-    pool = spec["work_pool"]["name"]
-    run_prefect("work-pool", "create", pool, "--type", "kubernetes", "--overwrite", env=env)
     run_prefect(
-        "deploy", "--prefect-file", str(ROOT / "prefect.yaml"), "--name", DEPLOYMENT,
-        env={**env, "IRIS_FINETUNE_IMAGE": finetune_image}, cwd=ROOT,
+        "work-pool", "create", CHART_VALUES["prefect"]["workPool"], "--type", "kubernetes",
+        "--base-job-template", str(k8s.BASE_JOB_TEMPLATE), "--overwrite", env=env,
     )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def api(docker: Docker, images: dict[str, str], services: Services) -> Iterator[Api]:
-    """The API container, started before any model is registered; what its probes answered
-    then. Docker runs the image's HEALTHCHECK every second here."""
-    port = free_port()
-    name = f"iris-test-{docker.session}-api"
-    container = Container(
-        images["api"],
-        env={
-            "IRIS_API_PORT": str(port),
-            "IRIS_API_TRACKING_URI": services.mlflow,
-            "IRIS_API_POLL_INTERVAL_S": str(POLL_S),
-            "IRIS_API_PREFECT_API_URL": services.prefect.url,
-            **feedback_store_env(services),
-        },
-        extra=["--health-interval=1s"],
+def cluster(manifests: Manifests, services: Services) -> Cluster:
+    """What the pods find around them: the rendered Secrets and ConfigMaps, the feedback
+    store's Secret (made by the iris-postgres release in a cluster) with this machine's
+    database, the namespace's Services, and MLflow, Prefect and the API at this machine's ports
+    under every DNS name of their Services."""
+    here = {
+        "mlflow": urlsplit(services.mlflow).netloc,
+        "prefect-server": urlsplit(services.prefect.url).netloc,
+        "iris-api": f"127.0.0.1:{manifests.api_port}",
+    }
+    addresses: dict[str, str] = {}
+    for service in manifests.services:
+        name = service["metadata"]["name"]
+        if name in here:
+            port = service["spec"]["ports"][0]["port"]
+            addresses |= service_addresses(name, NAMESPACE, port, here[name])
+    store = CHART_VALUES["feedbackStore"]
+    return Cluster(
+        objects=manifests.iris,
+        secrets={store["secretName"]: {store["secretKey"]: services.postgres_url}},
+        addresses=addresses,
+        services=manifests.services,
     )
-    docker.start(container, name)
-    url = f"http://127.0.0.1:{port}"
 
-    def live() -> int | None:
+
+@pytest.fixture(scope="module")
+def pod_folders() -> Iterator[Path]:
+    """Where the pods' shared emptyDirs and configMap volumes live on this machine."""
+    folder = Path(tempfile.mkdtemp(prefix="iris-pods-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def registration(
+    docker: Docker, manifests: Manifests, cluster: Cluster, pod_folders: Path
+) -> list[Ran]:
+    """The registration Job run: prefect.yaml's `kubernetes` deployment deployed into the
+    work pool, with the finetune image (from the Job's environment)."""
+    pod = translate(manifests.job("registration"), cluster, pod_folders / "registration")
+    return run_pod(docker, pod, f"iris-test-{docker.session}-registration", timeout_s=240)
+
+
+@pytest.fixture(scope="module")
+def api(docker: Docker, manifests: Manifests, cluster: Cluster, pod_folders: Path) -> Iterator[Api]:
+    """The API Deployment's container, started before any model is registered (one of its
+    replicas); its startup probe asked as declared (every periodSeconds, failureThreshold
+    times at most). Docker runs the image's HEALTHCHECK every second here."""
+    deployment = k8s.one(manifests.iris, "Deployment")
+    pod = translate(deployment, cluster, pod_folders / "api").container("api")
+    name = f"iris-test-{docker.session}-api"
+    docker.start(dataclasses.replace(pod.container, extra=["--health-interval=1s"]), name)
+    startup, start = pod.probes["startup"], time.monotonic()
+    for _ in range(startup.failure_threshold):
         if not docker.inspect("container", name)["State"]["Running"]:
             pytest.fail(f"the API container stopped:\n{docker.logs(name)}")
-        return status(url + LIVENESS)
-
-    live_before = wait_until("the API answers its liveness probe", live, 60)
+        if startup.check():
+            break
+        time.sleep(startup.period_s)
+    else:
+        pytest.fail(
+            f"the startup probe failed {startup.failure_threshold} times:\n{docker.logs(name)}"
+        )
     yield Api(
-        url,
+        f"http://127.0.0.1:{manifests.api_port}",
         name,
-        live_before,
-        status(url + READINESS),
+        pod,
+        time.monotonic() - start,
+        pod.probes["liveness"].check(),
+        status(pod.probes["readiness"].url),
         docker.inspect("container", name)["State"]["Health"]["Status"],
     )
     docker.remove(name)
 
 
+@dataclass
+class Training:
+    ran: list[Ran]  # fetch, prepare, train
+    versions_before: int
+
+
 @pytest.fixture(scope="module")
-def trained(api: Api, docker: Docker, images: dict[str, str], services: Services) -> list[str]:
-    """The training image run once (its own command) on the prepared data, after the API
-    started (so the API saw no model first); the diff of its root filesystem."""
-    name = f"iris-test-{docker.session}-training"
-    container = Container(
-        images["training"],
-        env={"MLFLOW_TRACKING_URI": services.mlflow, "IRIS_TRAIN_N_JOBS": "2"},
-        mounts=[Mount(services.data, "/data")],
-    )
-    code, logs = docker.run(container, name, timeout_s=600)
-    assert code == 0, f"training exited with {code}:\n{logs[-4000:]}"
-    diff = docker.diff(name)
-    docker.remove(name)
-    return diff
+def trained(
+    api: Api, docker: Docker, manifests: Manifests, cluster: Cluster, pod_folders: Path,
+    services: Services,
+) -> Training:  # fmt: skip
+    """The training Job run once, after the API started (so the API saw no model first)."""
+    before = versions(services.mlflow)
+    pod = translate(manifests.job("training"), cluster, pod_folders / "training")
+    return Training(run_pod(docker, pod, f"iris-test-{docker.session}-training", 600), before)
 
 
 @dataclass
 class FlowRuns:
     versions: list[int]  # registered versions of the served model after each run
     states: list[str]
-    diffs: list[list[str]]
+    ran: list[Ran]
     env: dict[str, str]  # the first container's environment
 
 
 @pytest.fixture(scope="module")
 def finetuned(
-    trained: list[str], docker: Docker, services: Services, images: dict[str, str]
-) -> FlowRuns:
-    """Five flow runs of the `kubernetes` deployment, created with a flower and its class as
-    parameters, each executed by a finetune container as the Kubernetes worker starts one:
-    the deployment's image, `prefect flow-run execute` as the arguments, the run's job
-    environment plus PREFECT_API_URL and PREFECT__FLOW_RUN_ID."""
+    registration: list[Ran], trained: Training, docker: Docker, manifests: Manifests,
+    cluster: Cluster, pod_folders: Path, services: Services,
+) -> FlowRuns:  # fmt: skip
+    """Five flow runs of the `kubernetes` deployment, created as the API creates them (a
+    flower and its class as parameters), the Job of each made by the Kubernetes worker's own
+    code with the worker pod's settings, and run to its end, one after the other."""
+    assert not failed(registration), failed(registration)
     prefect = services.prefect
     deployment = prefect.deployment(f"{FLOW_NAME}/{DEPLOYMENT}")
-    job = deployment["job_variables"]
-    # The deployment's environment with this machine's MLflow and feedback store, as the
-    # cluster's values would give them.
-    env = job["env"] | {"MLFLOW_TRACKING_URI": services.mlflow} | feedback_store_env(services)
-    client, model = MlflowClient(services.mlflow), registry().onnx_model_name
-    runs = FlowRuns([], [], [], {})
-    for i, class_name in enumerate(FEEDBACK):
-        run = prefect.request(
+    ids = [
+        prefect.request(
             "POST",
             f"/deployments/{deployment['id']}/create_flow_run",
-            json={"parameters": feedback_row(class_name), "job_variables": {"env": env}},
-        ).json()
-        container = Container(
-            job["image"],
-            args=["prefect", "flow-run", "execute"],
-            env={
-                **run["job_variables"]["env"],
-                "PREFECT_API_URL": prefect.url,
-                "PREFECT__FLOW_RUN_ID": run["id"],
-            },
-        )
-        runs.env = runs.env or dict(container.env)
-        name = f"iris-test-{docker.session}-flow-run-{i + 1}"
-        code, logs = docker.run(container, name, timeout_s=300)
-        assert code == 0, f"flow run {i + 1} exited with {code}:\n{logs[-4000:]}"
-        runs.diffs.append(docker.diff(name))
-        docker.remove(name)
-        runs.states.append(prefect.request("GET", f"/flow_runs/{run['id']}").json()["state_type"])
-        runs.versions.append(len(client.search_model_versions(f"name = '{model}'")))
+            json={"parameters": feedback_row(class_name)},
+        ).json()["id"]
+        for class_name in FEEDBACK
+    ]
+    jobs = k8s.flow_run_jobs(prefect.url, ids, manifests.worker_env)
+    runs = FlowRuns([], [], [], {})
+    for i, (run_id, job) in enumerate(zip(ids, jobs, strict=True)):
+        pod = translate(job, cluster, pod_folders / f"flow-run-{i + 1}")
+        runs.env = runs.env or dict(pod.container().container.env)
+        (ran,) = run_pod(docker, pod, f"iris-test-{docker.session}-flow-run-{i + 1}", 300)
+        assert ran.code == 0, f"flow run {i + 1} exited with {ran.code}:\n{ran.logs[-4000:]}"
+        runs.ran.append(ran)
+        runs.states.append(prefect.request("GET", f"/flow_runs/{run_id}").json()["state_type"])
+        runs.versions.append(versions(services.mlflow))
     return runs
 
 
@@ -378,27 +461,50 @@ def test_the_environment_holds_no_test_suites_or_installers_and_compiled_code(
     assert 0 < found["our_sources"] <= found["our_bytecode"], found
 
 
-def test_the_api_is_live_at_once_and_not_ready_before_a_model_exists(api: Api) -> None:
-    assert api.live_before == 200
+def test_the_registration_job_deploys_the_kubernetes_deployment_with_the_finetune_image(
+    registration: list[Ran], services: Services, images: dict[str, str]
+) -> None:
+    assert not failed(registration), failed(registration)
+    deployment = services.prefect.deployment(f"{FLOW_NAME}/{DEPLOYMENT}")
+    assert deployment["work_pool_name"] == CHART_VALUES["prefect"]["workPool"]
+    assert deployment["job_variables"]["image"] == images["finetune"]
+    assert [r.diff for r in registration] == [[]]  # wrote nothing outside /tmp
+
+
+def test_the_api_starts_live_and_is_not_ready_before_a_model_exists(api: Api) -> None:
+    """Its probes as the Deployment declares them: startup within its failureThreshold x
+    periodSeconds (60 s), liveness passing, readiness failing (503) until a model is loaded."""
+    startup = api.pod.probes["startup"]
+    assert api.started_s < startup.failure_threshold * startup.period_s
+    assert api.live_before is True
     assert api.ready_before == 503
+    assert api.pod.probes["readiness"].check() is False
     assert api.health_before != "healthy"
 
 
-def test_the_training_image_trains_and_registers_the_champion(
-    trained: list[str], services: Services
-) -> None:
+def test_the_training_job_trains_and_registers_the_champion(
+    trained: Training, services: Services, docker: Docker, images: dict[str, str],
+    manifests: Manifests,
+) -> None:  # fmt: skip
+    assert [r.code for r in trained.ran] == [0, 0, 0], failed(trained.ran)
     names = registry()
     client = MlflowClient(services.mlflow)
+    assert trained.versions_before == 0
     for model in (names.onnx_model_name, names.sklearn_model_name):
         assert client.get_model_version_by_alias(model, names.alias).version == "1"
-    assert trained == []  # wrote nothing outside /tmp
+    assert [r.diff for r in trained.ran] == [[], [], []]  # wrote nothing outside its volumes
+    # the image's own command (`docker run` of it, docs/containers.md) is the Job's train step
+    (train,) = [c for c in k8s.containers(manifests.job("training")) if c["name"] == "train"]
+    assert docker.inspect("image", images["training"])["Config"]["Cmd"] == train["command"]
 
 
 def test_the_api_becomes_ready_answers_every_class_and_serves_its_own_docs(
-    api: Api, trained: list[str], docker: Docker
+    api: Api, trained: Training, docker: Docker
 ) -> None:
-    wait_until("ready once a model is registered", lambda: status(api.url + READINESS) == 200,
+    readiness = api.pod.probes["readiness"]
+    wait_until("the readiness probe passes once a model is registered", readiness.check,
                POLL_S + 30)  # fmt: skip
+    assert api.pod.probes["liveness"].check() is True
     with httpx.Client(base_url=api.url, timeout=10) as http:
         for name in CLASS_NAMES:
             answer = http.post("/predict", json=flower(name))
@@ -418,13 +524,31 @@ def test_the_api_becomes_ready_answers_every_class_and_serves_its_own_docs(
     )
 
 
-def test_the_finetune_image_executes_flow_runs_and_the_fifth_registers_a_version(
-    finetuned: FlowRuns,
+def test_the_charts_helm_test_pod_passes_against_the_api(
+    api: Api, trained: Training, docker: Docker, manifests: Manifests, cluster: Cluster,
+    pod_folders: Path,
+) -> None:  # fmt: skip
+    """`helm test iris`: the chart's test pod asks the API's Service for readiness and a
+    setosa's class."""
+    wait_until("ready", api.pod.probes["readiness"].check, POLL_S + 30)
+    test_pod = k8s.one(manifests.iris, "Pod")
+    pod = translate(test_pod, cluster, pod_folders / "helm-test")
+    (ran,) = run_pod(docker, pod, f"iris-test-{docker.session}-helm-test", timeout_s=60)
+    assert ran.code == 0, ran.logs
+    assert "GET /v2/health/ready 200" in ran.logs
+    assert "'class_name': 'Iris-setosa'" in ran.logs
+
+
+def test_the_flow_run_jobs_run_to_completion_and_the_fifth_registers_a_version(
+    finetuned: FlowRuns, services: Services
 ) -> None:
     assert finetuned.states == ["COMPLETED"] * 5
     assert finetuned.versions == [1, 1, 1, 1, 2]
-    assert finetuned.diffs == [[]] * 5  # wrote nothing outside /tmp
+    assert [r.diff for r in finetuned.ran] == [[]] * 5  # wrote nothing outside /tmp
+    # the worker's settings and the run's id, the server at this machine's address
     assert "PREFECT__FLOW_RUN_ID" in finetuned.env
+    assert finetuned.env["PREFECT_API_URL"] == services.prefect.url
+    assert finetuned.env["PREFECT_API_ENABLE_HTTP2"] == "True"
 
 
 def test_the_api_follows_the_new_version_and_wrote_nothing(
@@ -435,7 +559,8 @@ def test_the_api_follows_the_new_version_and_wrote_nothing(
         return str(answer.json()["model_version"])
 
     wait_until("the API serves version 2", lambda: served() == "2", POLL_S + 15)
-    assert status(api.url + LIVENESS) == status(api.url + READINESS) == 200
+    assert api.pod.probes["liveness"].check() is True
+    assert api.pod.probes["readiness"].check() is True
     assert docker.diff(api.name) == []
 
 
