@@ -31,6 +31,11 @@ def parse_body(content_type: str, body: bytes, model: type[M]) -> M:
     """`body` as `model`: 415 if it is not JSON, 422 naming the fields at fault."""
     if content_type.partition(";")[0].strip().lower() != "application/json":
         raise UnsupportedMediaType(content_type)
+    return validate_json(body, model)
+
+
+def validate_json(body: bytes, model: type[M]) -> M:
+    """JSON `body` as `model`, or 422 naming the fields at fault (located in the body)."""
     try:
         return model.model_validate_json(body)
     except ValidationError as e:

@@ -15,10 +15,9 @@ from importlib.metadata import version as package_version
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Path, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from iris_api.deps import FollowerDep, PredictionsDep, V2InferDep
+from iris_api.deps import FollowerDep, PredictionsDep, V2InferDep, validate_json
 from iris_api.errors import JSONBytes, NotFound, NotReady, Refused, UnsupportedMediaType
 from iris_api.follower import ModelFollower
 from iris_api.model import Predictor
@@ -116,12 +115,7 @@ async def parse_optional(request: Request, model: type[M]) -> M:
     body = await request.body()
     if not body.strip():
         return model()
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as e:
-        raise RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])} for error in e.errors(include_url=False)]
-        ) from e
+    return validate_json(body, model)
 
 
 def router(model_name: str, batch_limit: int) -> APIRouter:  # noqa: PLR0915 (a route each)
