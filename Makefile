@@ -115,9 +115,10 @@ bench-serving: sync bench-tools  ## the serving benchmark alone (this API vs mlf
 bench-feedback: sync  ## the feedback benchmark alone (5th /suggest -> new version served)
 	$(RUN) python -m bench feedback
 
-test-tools:  # from Debian's packages: Prometheus and promtool (monitoring tests), PostgreSQL (store tests)
+test-tools:  # from Debian's packages: Prometheus and promtool (monitoring tests), PostgreSQL (store tests), npm (helm for the Kubernetes checks)
 	@missing=""; \
 	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
