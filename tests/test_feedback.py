@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
-import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,17 +21,15 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from iris_core import CLASS_NAMES, EXAMPLES, FEATURES
+from iris_core import EXAMPLES, FEATURES
 from iris_core.feedback import STORE_URL, FeedbackStore, Outcome
 from iris_core.feedback.schema import feedback as feedback_table
 from iris_finetune.flow import FLOW_NAME
 from iris_finetune.tune import FEEDBACK_ROWS, PARENT_VERSION
-from iris_stack.deploy import deploy_local, wait_pool_ready
 from iris_stack.process import Service, running
-from iris_stack.services import prefect_server, prefect_worker
+from iris_stack.services import prefect_worker
 from iris_testing.api import api_process
-from iris_testing.feedback import FeedbackCase
-from iris_testing.kill import kill_tree
+from iris_testing.feedback import FeedbackCase, suggestion
 from iris_testing.ports import free_port
 from iris_testing.postgres import new_database, postgres_cluster
 from iris_testing.prefect_rest import PrefectRest
@@ -48,14 +44,6 @@ TOKEN = "a-feedback-token-of-the-tests"  # noqa: S105 (a test token)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 #: How the API watches the store in these tests: every second, catch-up after 3 s.
 FAST_OUTBOX = {"IRIS_API_FEEDBACK_CHECK_S": "1", "IRIS_API_FEEDBACK_STALE_S": "3"}
-
-
-def suggestion(i: int) -> dict[str, Any]:
-    """The i-th suggestion: a distinct flower (so rows can be told apart) of each class in
-    turn, with its true class; every one a textbook flower nudged by at most 0.2 cm."""
-    name = CLASS_NAMES[i % len(CLASS_NAMES)]
-    nudged = [round(v + (i // 3 % 20) / 100, 2) for v in EXAMPLES[name]]
-    return dict(zip(FEATURES, nudged, strict=True)) | {"class_name": name}
 
 
 @contextlib.contextmanager
@@ -243,116 +231,10 @@ def test_two_hundred_concurrent_suggestions_are_applied_once_and_fine_tune_forty
     }
 
 
-# --- crashes --------------------------------------------------------------------------------
+# --- crashes (the kill matrix is tests/test_feedback_kills.py) --------------------------------
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
-def test_prefect_killed_mid_burst_delays_rows_never_loses_or_doubles_them(
-    feedback: FeedbackCase, tmp_path: Path, api_bin: Path, finetune_bin: Path
-) -> None:
-    """A Prefect server of its own, killed with SIGKILL after 20 of 50 suggestions: every
-    suggestion still answers 202; once it is back, all 50 rows are applied, once each. On the
-    embedded store only (a minute of CI per backend): what dies here is Prefect, and the
-    store's side (rows claimed once by concurrent runs) is what the 200-suggestion test holds
-    on both backends."""
-    case = feedback
-    state, port = tmp_path / "prefect", free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    pool = "iris-killed"
-    server = prefect_server(state, port)
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(running(server, timeout_s=120))
-        deploy_local(url, state / "client", pool, ROOT)
-        own = PrefectRest(url)
-        stack.callback(own.close)
-        deployment = own.clone_deployment(f"{FLOW_NAME}/local", "killed", case.env)
-        worker = start_worker(pool, url, case, finetune_bin, tmp_path / "worker")
-        stack.enter_context(running(worker, timeout_s=60))
-        wait_pool_ready(url, pool, 60)
-        client = stack.enter_context(
-            api(
-                case,
-                tmp_path / "api",
-                api_bin,
-                url,
-                IRIS_API_FEEDBACK_DEPLOYMENT=f"{FLOW_NAME}/killed",
-                IRIS_API_FEEDBACK_RUN_WAIT_S="0.5",
-            )
-        )
-        answers = [send(client, i) for i in range(20)]
-        assert server.process is not None
-        os.killpg(server.process.pid, signal.SIGKILL)
-        server.process.wait(timeout=10)
-        with ThreadPoolExecutor(max_workers=8) as threads:
-            answers += list(threads.map(lambda i: send(client, i), range(20, 50)))
-        assert len({a["id"] for a in answers}) == 50  # every one 202, stored
-        assert any(a["run"] == "pending" for a in answers[20:])
-
-        again = prefect_server(state, port)
-        stack.enter_context(running(again, timeout_s=120))
-        wait_applied(case, 50, 10, 300)
-        assert own.runs(deployment)  # runs were asked for again once it was back
-    keys = [key for key, _ in applied(case.store)]
-    assert len(keys) == len(set(keys)) == 50
-    assert [(t.rows, t.outcome) for t in case.store.finetunes()] == [
-        (n, Outcome.REGISTERED) for n in range(5, 51, 5)
-    ]
-
-
-def test_a_worker_killed_while_its_run_fine_tunes_leaves_the_work_to_a_later_run(
-    prefect: PrefectRest,
-    registered: Registered,
-    store_url: str,
-    tmp_path: Path,
-    api_bin: Path,
-    finetune_bin: Path,
-) -> None:
-    """A worker of its own is killed (SIGKILL, its flow run processes too) while its run holds
-    the fine-tune at 5 rows; a new worker's run (asked for by the API's catch-up) takes the
-    fine-tune over once the dead run's lease runs out: rows applied once, one fine-tune, one
-    new version."""
-    pool = f"iris-kill-{free_port()}"
-    prefect.request("POST", "/work_pools/", json={"name": pool, "type": "process"})
-    case = FeedbackCase.create(
-        prefect, registered, tmp_path, store_url=store_url, pool=pool, IRIS_FINETUNE_LEASE_S="20"
-    )
-    with contextlib.ExitStack() as stack:
-        stack.callback(case.store.close)
-        client = stack.enter_context(api(case, tmp_path / "api", api_bin))
-        doomed = start_worker(pool, prefect.url, case, finetune_bin, tmp_path / "w1")
-        doomed.start()
-        try:
-            doomed.wait_healthy(60)
-            for i in range(5):
-                send(client, i)
-            wait_for(
-                lambda: any(not t.finished for t in case.store.finetunes()),
-                180,
-                "no run claimed the fine-tune at 5 rows",
-            )
-        finally:
-            assert doomed.process is not None
-            killed = kill_tree(doomed.process.pid)  # the worker and its flow run processes
-            doomed.process.wait(timeout=10)
-        assert len(killed) > 1  # a flow run process was running
-        [held] = case.store.finetunes()
-        assert (held.rows, held.finished) == (5, False)
-        stack.enter_context(
-            running(start_worker(pool, prefect.url, case, finetune_bin, tmp_path / "w2"))
-        )
-        wait_applied(case, 5, 1, 180)
-        stats = client.get("/feedback/stats").json()
-        # Read before the stack closes the store (a closed store's engine would open a new
-        # connection and leave it to the garbage collector).
-        [tune] = case.store.finetunes()
-        assert (tune.rows, tune.outcome) == (5, Outcome.REGISTERED)
-        assert tune.attempts >= 2
-        assert tune.claimed_by != held.claimed_by
-        assert [seq for _, seq in applied(case.store)] == [1, 2, 3, 4, 5]
-        assert stats["runs"]["catchup"] >= 1
-        assert_chain(case, [5])
-
-
 def test_a_run_cancelled_before_it_starts_leaves_its_rows_to_the_catch_up(
     prefect: PrefectRest,
     registered: Registered,
@@ -363,7 +245,8 @@ def test_a_run_cancelled_before_it_starts_leaves_its_rows_to_the_catch_up(
 ) -> None:
     """The deployment's pool has no worker: the run asked for stays scheduled, and is
     cancelled by hand. The row waits, stored, and the API notices it is overdue; once a worker
-    polls the pool, a catch-up run applies it."""
+    polls the pool, a catch-up run applies it. (A run that ended without applying its rows:
+    what the store sees is the same on both backends.)"""
     pool = f"iris-idle-{free_port()}"
     prefect.request("POST", "/work_pools/", json={"name": pool, "type": "process"})
     case = FeedbackCase.create(prefect, registered, tmp_path, store_url=store_url, pool=pool)

@@ -282,7 +282,7 @@ def test_finetunes_run_in_order_under_leases(url: str) -> None:
         assert store.next_finetune(5, "b", lease_s=60) == Claim(10, attempt=1)
         assert isinstance(store.next_finetune(5, "a", lease_s=60), Held)
         clock.advance(61)  # b died: its lease ran out
-        assert store.next_finetune(5, "a", lease_s=60) == Claim(10, attempt=2)
+        assert store.next_finetune(5, "a", lease_s=60) == Claim(10, 2, previous_run_id="b")
         with pytest.raises(ClaimLost, match="held by a"):
             store.finish_finetune(10, "b", Outcome.REGISTERED, "too late")
         store.renew_finetune(10, "a", lease_s=120)
@@ -294,7 +294,7 @@ def test_finetunes_run_in_order_under_leases(url: str) -> None:
             store.add(flower(i), SETOSA, f"k{i}", "api")
         store.claim_pending("c")
         assert store.next_finetune(5, "c", lease_s=60) == Claim(15, attempt=1)
-        assert store.next_finetune(5, "c", lease_s=60) == Claim(15, attempt=2)  # c's retry
+        assert store.next_finetune(5, "c", lease_s=60) == Claim(15, 2, previous_run_id="c")
         store.finish_finetune(15, "c", Outcome.REJECTED, "not above the threshold")
         assert store.next_finetune(5, "d", lease_s=60) is None  # finished: never again
         assert [(t.rows, t.claimed_by, t.attempts, t.outcome) for t in store.finetunes()] == [
@@ -387,7 +387,7 @@ def test_a_finetune_whose_run_was_killed_is_taken_over_after_its_lease(
     assert store.backlog(every=5).running == 1
     time.sleep(max(0.0, (held.until - datetime.now(UTC)).total_seconds()) + 0.05)
     assert store.backlog(every=5).owed == 1  # lease over: owed, and nobody on it
-    assert store.next_finetune(5, "next", lease_s=60) == Claim(5, attempt=2)
+    assert store.next_finetune(5, "next", lease_s=60) == Claim(5, 2, previous_run_id="doomed")
     store.finish_finetune(5, "next", Outcome.REGISTERED, "")
     assert [(t.rows, t.claimed_by, t.outcome) for t in store.finetunes()] == [
         (5, "next", Outcome.REGISTERED)
@@ -404,9 +404,31 @@ def test_a_released_finetune_is_taken_over_at_once(store: FeedbackStore) -> None
         store.release_finetune(5, "another")
     store.release_finetune(5, "stopped")
     assert store.backlog(every=5).owed == 1
-    assert store.next_finetune(5, "next", lease_s=600) == Claim(5, attempt=2)
+    assert store.next_finetune(5, "next", lease_s=600) == Claim(5, 2, previous_run_id="stopped")
     with pytest.raises(ClaimLost):
         store.finish_finetune(5, "stopped", Outcome.FAILED, "too late")
+
+
+def test_a_checkpoint_goes_to_the_run_that_takes_the_finetune_over(store: FeedbackStore) -> None:
+    """What an attempt finished (its MLflow run, say) is kept with its claim and handed to the
+    run that takes the fine-tune over; only the holder may leave one, and it renews the claim."""
+    for i in range(5):
+        store.add(flower(i), SETOSA, f"k{i}", "api")
+    store.claim_pending("run")
+    assert store.next_finetune(5, "first", lease_s=600) == Claim(5, attempt=1)
+    with pytest.raises(ClaimLost):
+        store.checkpoint_finetune(5, "another", {"run_id": "r"}, lease_s=600)
+    store.checkpoint_finetune(5, "first", {"run_id": "mlflow-run", "promoted": True}, 600)
+    with pytest.raises(ValueError, match="at most"):
+        store.checkpoint_finetune(5, "first", {"big": "x" * 3000}, 600)
+    assert isinstance(store.next_finetune(5, "second", lease_s=600), Held)
+    store.release_finetune(5, "first")  # (as a lease that ran out)
+    claim = store.next_finetune(5, "second", lease_s=600)
+    assert claim == Claim(
+        5, 2, checkpoint={"run_id": "mlflow-run", "promoted": True}, previous_run_id="first"
+    )
+    [tune] = store.finetunes()
+    assert tune.checkpoint == {"run_id": "mlflow-run", "promoted": True}
 
 
 # --- schema ---------------------------------------------------------------------------------
@@ -443,7 +465,7 @@ def test_a_store_of_the_first_flow_becomes_applied_rows(tmp_path: Path) -> None:
         )
     db.close()
     with FeedbackStore.open(url) as store:
-        assert store.migrated == ("2",)
+        assert store.migrated == ("2", "3")
         assert store.rows(7) == [Feedback(flower(i), SETOSA) for i in range(7)]
         assert [r[1:] for r in applied_rows(store)] == [
             (f"flow-run:flow-{i}", i + 1, f"flow-{i}") for i in range(7)
@@ -485,7 +507,7 @@ def test_a_postgres_store_at_the_first_revision_migrates_its_rows(postgres: Post
         )
     db.close()
     with FeedbackStore.open(url) as store:
-        assert store.migrated == ("2",)
+        assert store.migrated == ("2", "3")
         assert [r[1:] for r in applied_rows(store)] == [
             (f"flow-run:f{i}", i, f"f{i}") for i in range(1, 4)
         ]
@@ -506,7 +528,7 @@ def test_the_migrated_schema_is_the_one_the_code_uses(store: FeedbackStore) -> N
 def test_processes_opening_a_new_store_at_once_migrate_it_once(url: str) -> None:
     with workers(url, [("open",)] * 4) as procs:
         migrated = sorted(tuple(w.finish()["migrated"]) for w in procs)
-    assert migrated == [(), (), (), ("1", "2")]
+    assert migrated == [(), (), (), ("1", "2", "3")]
 
 
 @pytest.mark.integration  # initdb

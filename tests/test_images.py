@@ -468,6 +468,9 @@ def test_the_registration_job_deploys_the_kubernetes_deployment_with_the_finetun
     deployment = services.prefect.deployment(f"{FLOW_NAME}/{DEPLOYMENT}")
     assert deployment["work_pool_name"] == CHART_VALUES["prefect"]["workPool"]
     assert deployment["job_variables"]["image"] == images["finetune"]
+    automations = services.prefect.request("POST", "/automations/filter", json={}).json()
+    wanted = yaml.safe_load((ROOT / "finetune" / "prefect-automations.yaml").read_text())
+    assert sorted(a["name"] for a in automations) == [a["name"] for a in wanted["automations"]]
     assert [r.diff for r in registration] == [[]]  # wrote nothing outside /tmp
 
 

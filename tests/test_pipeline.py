@@ -16,20 +16,24 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 import yaml
+from sqlalchemy import select
 
-from iris_core.feedback import FeedbackStore
+from iris_core.feedback import FeedbackStore, Outcome
+from iris_core.feedback.schema import feedback as feedback_table
 from iris_core.registry import version_by_alias
 from iris_stack import cli
 from iris_stack.databases import local_cluster
 from iris_stack.process import alive, answers
 from iris_stack.settings import StackSettings
 from iris_testing.data import Archive
+from iris_testing.feedback import suggestion
 from iris_testing.ports import free_port
 from iris_testing.project import copy_pipeline
 
@@ -176,6 +180,11 @@ def test_up_twice_push_pull_and_down(project: Path, tmp_path: Path) -> None:
         assert (state / "feedback.token").read_text().strip() == token
         assert "Data and pipelines are up to date." in second.stdout + second.stderr
         assert "IrisModel      version 1 @champion" in second.stdout  # nothing retrained
+        # The flow's automation (zombie runs marked Crashed) exists once after two `up`s.
+        automations = httpx.post(f"{prefect}/api/automations/filter", json={}).json()
+        assert [a["name"] for a in automations] == [
+            "iris-finetune crash runs whose heartbeats stopped"
+        ]
 
         # The default remote (a folder beside the project) round trip.
         push = run([str(BIN / "dvc"), "push"], project, env)
@@ -387,3 +396,95 @@ def test_a_cluster_killed_without_a_shutdown_starts_again() -> None:
             assert cluster.psql("SELECT count(*) FROM pg_roles WHERE rolname = 'mlflow'") == "1\n"
         finally:
             assert cli._stop_postgres(settings)
+
+
+def test_no_accepted_row_is_stranded_when_prefect_dies_mid_burst_or_the_stack_stops(
+    project: Path, tmp_path: Path
+) -> None:
+    """The embedded default as a user meets it: `up`; 60 suggestions from 30 clients with the
+    token, Prefect's server SIGKILLed (its process group) 0.7 s into the burst, 10 more while
+    it is down (all 202); `up` again: every row applied once, a fine-tune at each multiple of
+    5, within the bound (the start timeout, or the stale period, plus the runs). Then the
+    worker killed, 5 more stored with nobody to run them, `down` and `up`: applied too."""
+    state = tmp_path / "state"
+    api_port = free_port()
+    env = stack_env(state, free_port(), api_port) | {
+        # shorter than the defaults (60 s each), so that the bound is short too
+        "IRIS_API_FEEDBACK_STALE_S": "10",
+        "IRIS_API_FEEDBACK_START_TIMEOUT_S": "15",
+        "IRIS_API_FEEDBACK_CHECK_S": "2",
+        "IRIS_API_FEEDBACK_RATE_LIMIT": "1000/second",
+    }
+    stack = str(BIN / "iris-stack")
+    try:
+        assert (first := run([stack, "up"], project, env)).returncode == 0, first.stderr
+        token = (state / "feedback.token").read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        with (
+            httpx.Client(
+                base_url=f"http://127.0.0.1:{api_port}", timeout=60, headers=headers
+            ) as client,
+            FeedbackStore.open(f"sqlite:///{state / 'feedback.db'}") as store,
+        ):
+            prefect_pid = int((state / "prefect.pid").read_text())
+
+            def send(i: int) -> int:
+                answer = client.post("/suggest", json=suggestion(i))
+                assert answer.status_code == 202, answer.text
+                return int(answer.json()["id"])
+
+            with ThreadPoolExecutor(max_workers=30) as clients:
+                burst = clients.map(send, range(60))
+                time.sleep(0.7)
+                os.killpg(prefect_pid, signal.SIGKILL)
+                ids = list(burst)
+            ids += [send(i) for i in range(60, 70)]
+            assert sorted(ids) == list(range(1, 71))  # all 202: stored
+            again = run([stack, "up"], project, env)
+            assert again.returncode == 0, again.stderr
+            assert "prefect: started" in again.stderr
+            since = time.monotonic()
+            wait_applied(store, 70, 14, 240)
+            recovered = time.monotonic() - since
+            assert recovered < 15 + 10 + 120  # start timeout + a check + the runs, generously
+            stats = client.get("/feedback/stats").json()
+            assert stats["pending"] == 0
+
+            worker_pid = int((state / "worker.pid").read_text())
+            os.killpg(worker_pid, signal.SIGKILL)
+            ids = [send(i) for i in range(70, 75)]
+            assert ids == list(range(71, 76))
+        assert run([stack, "down"], project, env).returncode == 0
+        assert (third := run([stack, "up"], project, env)).returncode == 0, third.stderr
+        with FeedbackStore.open(f"sqlite:///{state / 'feedback.db'}") as store:
+            wait_applied(store, 75, 15, 120)
+            with store.database.read() as conn:
+                seqs = (
+                    conn.execute(select(feedback_table.c.applied_seq).order_by(feedback_table.c.id))
+                    .scalars()
+                    .all()
+                )
+            assert seqs == list(range(1, 76))  # each row applied once, in acceptance order
+            assert [(t.rows, t.outcome) for t in store.finetunes()] == [
+                (n, Outcome.REGISTERED) for n in range(5, 76, 5)
+            ]
+        tracking = f"http://127.0.0.1:{env['IRIS_MLFLOW_PORT']}"
+        import mlflow  # noqa: PLC0415
+
+        for name in ("IrisModel", "IrisDev"):
+            versions = mlflow.MlflowClient(tracking).search_model_versions(f"name = '{name}'")
+            tuned = sorted(int(v.tags.get("feedback_rows", "0")) for v in versions)
+            assert tuned == [0, *range(5, 76, 5)]  # one version per fine-tune, none twice
+        print(f"recovered in {recovered:.1f} s")
+    finally:
+        run([stack, "down"], project, env)
+
+
+def wait_applied(store: FeedbackStore, rows: int, finetunes: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        backlog = store.backlog(every=5)
+        if backlog.applied >= rows and sum(backlog.finetunes.values()) >= finetunes:
+            return
+        assert time.monotonic() < deadline, f"{backlog.applied} rows applied, not {rows}"
+        time.sleep(0.5)

@@ -191,12 +191,14 @@ def test_rules_and_dashboard_are_the_local_stacks_files() -> None:
 
 
 def test_no_second_copy_of_the_shared_files() -> None:
-    """The chart reads the dashboard, the rules and prefect.yaml through links to the files
-    the local stack uses; no tracked file anywhere repeats their content."""
+    """The chart reads the dashboard, the rules, prefect.yaml and the flow's automations
+    through links to the files the local stack uses; no tracked file anywhere repeats their
+    content."""
     sources = {
         "files/iris-dashboard.json": ROOT / "k8s" / "grafana" / "iris-dashboard.json",
         "files/rules.yml": ROOT / "monitoring" / "rules.yml",
         "files/prefect.yaml": ROOT / "prefect.yaml",
+        "files/prefect-automations.yaml": ROOT / "finetune" / "prefect-automations.yaml",
     }
     for link, source in sources.items():
         path = IRIS / link

@@ -173,6 +173,42 @@ def test_flow_run_job_is_valid_and_hardened(flow_run_job: k8s.Obj, images: dict[
     assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow:5000"
 
 
+def test_a_flow_run_whose_pod_never_starts_ends_and_is_replaced(
+    rendered: Rendered, flow_run_job: k8s.Obj
+) -> None:
+    """The time limits a flow run that cannot start (image missing, no room, an evicted pod)
+    meets: the API replaces it after its start timeout; Kubernetes fails its Job after the
+    active deadline (backoffLimit 0: the first failed pod fails the Job); the worker's observer,
+    watching that namespace with the rights to, reports the run Crashed. prefect-kubernetes
+    0.8.0 reads no pod_watch_timeout_seconds: the worker returns once the Job is created."""
+    spec = flow_run_job["spec"]
+    variables = BASE_JOB_TEMPLATE["variables"]["properties"]
+    assert spec["activeDeadlineSeconds"] == variables["active_deadline_seconds"]["default"]
+    assert spec["backoffLimit"] == 0
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    api = next(
+        o for o in k8s.by_kind(rendered["iris"], "Deployment") if "api" in o["metadata"]["name"]
+    )
+    (container,) = [c for c in k8s.containers(api) if c["name"] == "api"]
+    start_timeout = float(k8s.plain_env(container)["IRIS_API_FEEDBACK_START_TIMEOUT_S"])
+    worker = k8s.one(rendered["prefect-worker"], "Deployment")
+    (worker_container,) = [c for c in k8s.containers(worker) if c["name"] == "prefect-worker"]
+    worker_env = k8s.plain_env(worker_container)
+    polling = float(worker_env.get("PREFECT_WORKER_QUERY_SECONDS", "10"))
+    assert 3 * polling < start_timeout < spec["activeDeadlineSeconds"]
+    assert worker_env.get("PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_ENABLED", "true") == "true"
+    namespace = flow_run_job["metadata"]["namespace"]
+    assert namespace in worker_env["PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES"].split(",")
+    rules = k8s.one(rendered["prefect-worker"], "Role")["rules"]
+    for group, resource in (("batch", "jobs"), ("", "pods")):
+        assert any(
+            group in r["apiGroups"]
+            and resource in r["resources"]
+            and {"list", "watch"} <= set(r["verbs"])
+            for r in rules
+        ), f"the worker may not watch {resource}"
+
+
 # --- connections --------------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from iris_api.errors import Refused, Upstream
 from iris_api.metrics import Metrics
-from iris_api.prefect import FlowRun, PrefectRuns
+from iris_api.prefect import FINAL, FlowRun, PrefectRuns, RunState
 from iris_api.settings import ApiSettings
 from iris_core.feedback import (
     SOURCE_API,
@@ -72,8 +72,14 @@ class FeedbackOutbox:
         #: In the key of the runs this process asks for new rows: Prefect keeps a key per flow,
         #: and row ids start again in another store (or after a reset).
         self._instance = uuid.uuid4().hex[:12]
-        #: Runs asked for by this process: for new rows, and to catch up.
-        self.requests = {"new": 0, "catchup": 0}
+        #: Runs asked for by this process: for new rows, to catch up, to replace a stuck one.
+        self.requests = {"new": 0, "catchup": 0, "replace": 0}
+        #: The run the rows wait for while it has not started (for the stats), and how many
+        #: runs this process gave up on because they did not start in time.
+        self.waiting_on: RunState | None = None
+        self.superseded = 0
+        #: Whether rows left pending by an earlier process were taken on (once, at start).
+        self._adopted = False
         self._changed = asyncio.Condition()
         self._opening = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -193,20 +199,88 @@ class FeedbackOutbox:
 
     async def _request(self, upto: int) -> None:
         """A run for the rows stored up to id `upto` (its key: retries and replicas asking for
-        the same rows get the same run), unless the last run asked for has not started yet: a
-        run applies every row stored before it starts, so it takes these too. A burst of
-        suggestions therefore costs a few runs (a process or a pod each), not one a row."""
+        the same rows get the same run), unless the last run asked for has not started yet
+        and is in time: a run applies every row stored before it starts, so it takes these
+        too. A burst of suggestions therefore costs a few runs (a process or a pod each), not
+        one a row."""
         last = self._last_run
-        if last is not None and await self.runs.waiting(last.id):
+        status = await self._look_at_last_run()
+        if status == "waiting" and last is not None:
             run = last
+        elif status == "superseded" and last is not None:
+            run = await self._ask(f"replace-{last.id}", "replace")
         else:
-            run = await self.runs.create({}, f"apply-{self._instance}-{upto}")
-            self.requests["new"] += 1
-            self.metrics.feedback_runs.labels("new").inc()
+            run = await self._ask(f"apply-{self._instance}-{upto}", "new")
         async with self._changed:
             self._requested = max(self._requested, upto)
             self._last_run = run
             self._changed.notify_all()
+
+    async def _look_at_last_run(self) -> str:
+        """What the last run asked for is doing. "waiting": it has not started and is in
+        time (it will apply the rows waiting now); "superseded": it has waited longer than
+        IRIS_API_FEEDBACK_START_TIMEOUT_S to start (its worker or Prefect died while it was
+        being submitted, a pod that cannot start, no worker polling) and was given up; "none"
+        otherwise (no run, started, ended, or Prefect cannot say)."""
+        last = self._last_run
+        if last is None:
+            self._watch(None)
+            return "none"
+        state = await self.runs.read(last.id)
+        self._watch(state)
+        if state is None or state.started:
+            return "none"
+        if state.waiting_s <= self.settings.feedback_start_timeout_s:
+            return "waiting"
+        await self._supersede(state)
+        return "superseded"
+
+    async def _ask(self, key: str, reason: str) -> FlowRun:
+        """A run under idempotency `key`. When the key names a run an earlier request made
+        (a retry, another replica, the same catch-up period) that can no longer apply the
+        rows waiting now (it ended, or is stuck before its start), a run that replaces it,
+        under a key derived from it, so replicas replacing the same run share the new one."""
+        run = await self.runs.create({}, key)
+        if not run.new:
+            state = await self.runs.read(run.id)
+            stuck = (
+                state is not None
+                and not state.started
+                and state.waiting_s > self.settings.feedback_start_timeout_s
+            )
+            if state is not None and (stuck or state.type in FINAL):
+                if stuck:
+                    await self._supersede(state)
+                run = await self.runs.create({}, f"replace-{run.id}")
+                reason = "replace"
+        self.requests[reason] += 1
+        self.metrics.feedback_runs.labels(reason).inc()
+        return run
+
+    async def _supersede(self, state: RunState) -> None:
+        """Give up on a run that did not start in time: CANCELLED ("Superseded") in Prefect,
+        with the reason, so no worker starts it late and the UI says why. The rows it was
+        asked for stay pending for the run that replaces it."""
+        self.superseded += 1
+        self.metrics.feedback_superseded.labels(state.type).inc()
+        log.warning(
+            "flow run %s (%s) has been %s for %.0f s, longer than "
+            "IRIS_API_FEEDBACK_START_TIMEOUT_S (%g s): asking for a new run",
+            state.name, state.id, state.type, state.waiting_s,
+            self.settings.feedback_start_timeout_s,
+        )  # fmt: skip
+        await self.runs.supersede(
+            state,
+            f"Did not start within {self.settings.feedback_start_timeout_s:g} s (it was "
+            f"{state.type} {state.state_name!r} for {state.waiting_s:.0f} s): the API asked "
+            "for a new run; the rows it was for stay pending until a run applies them.",
+        )
+
+    def _watch(self, state: RunState | None) -> None:
+        """What the run the rows wait for is doing, for /feedback/stats and the metrics."""
+        waiting = state if state is not None and not state.started else None
+        self.waiting_on = waiting
+        self.metrics.feedback_run_waiting.set(waiting.waiting_s if waiting else 0.0)
 
     async def _check(self) -> None:
         """The backlog into the metrics; a catch-up run when something waits too long."""
@@ -217,6 +291,13 @@ class FeedbackOutbox:
         self.backlog = backlog
         self.metrics.feedback_store_up.set(1)
         self._export(backlog)
+        if not self._adopted:
+            # Rows an earlier process stored and no run applied (it was killed, or the whole
+            # stack stopped): ask for a run at once instead of waiting the stale period.
+            self._adopted = True
+            if backlog.newest_pending_id is not None:
+                self._stored = max(self._stored, backlog.newest_pending_id)
+                self._wake.set()
         stale = self.settings.feedback_stale_s
         # Owed fine-tunes are a running run's to do while it holds the first of them.
         owed_since = backlog.owed_since if backlog.running == 0 else None
@@ -225,17 +306,21 @@ class FeedbackOutbox:
             for moment in (backlog.oldest_pending_at, owed_since)
             if moment is not None and (backlog.now - moment).total_seconds() > stale
         ]
-        if late and self._last_run is not None and await self.runs.waiting(self._last_run.id):
-            late = []  # the last run asked for has not started: it will take them
-        if late:
+        if not (backlog.pending or backlog.owed):
+            self._watch(None)
+            return
+        last = self._last_run
+        status = await self._look_at_last_run()
+        if status == "waiting":
+            return  # the last run asked for has not started, and is in time: it takes them
+        if status == "superseded" and last is not None:
+            self._last_run = await self._ask(f"replace-{last.id}", "replace")
+        elif late:
             # One key per store, deployment and stale period: replicas (and retries) share
             # the run. (Prefect keys are per flow: the store and deployment keep them apart.)
             period = int(time.time() // stale)
             where = hashlib.sha256(f"{self.store.location} {self.runs.name}".encode()).hexdigest()
-            run = await self.runs.create({}, f"catchup-{where[:16]}-{period}")
-            self._last_run = run
-            self.requests["catchup"] += 1
-            self.metrics.feedback_runs.labels("catchup").inc()
+            self._last_run = await self._ask(f"catchup-{where[:16]}-{period}", "catchup")
             log.warning(
                 "feedback waiting since %s (%d pending rows, %d fine-tunes owed): asked for a "
                 "catch-up run",
@@ -267,6 +352,13 @@ class FeedbackOutbox:
                 "requested_upto": self._requested,
                 "stored_upto": self._stored,
                 **self.requests,
+                "superseded": self.superseded,
+                "waiting_on": (
+                    self.waiting_on.stats(self.settings.feedback_start_timeout_s)
+                    if self.waiting_on is not None
+                    else None
+                ),
+                "start_timeout_s": self.settings.feedback_start_timeout_s,
                 "last_error": self.last_error,
             },
         }

@@ -258,13 +258,28 @@ class Metrics:
         )
         self.feedback_runs = Counter(
             "iris_feedback_runs_requested",
-            "Flow runs this process asked Prefect for: for new rows, or to catch up on rows or "
-            "fine-tunes left by runs that crashed or were lost",
+            "Flow runs this process asked Prefect for: for new rows, to catch up on rows or "
+            "fine-tunes left by runs that crashed or were lost, or to replace a run that did "
+            "not start in time",
             ["reason"],
             registry=r,
         )
-        for reason in ("new", "catchup"):
+        for reason in ("new", "catchup", "replace"):
             self.feedback_runs.labels(reason)
+        self.feedback_run_waiting = Gauge(
+            "iris_feedback_run_waiting_seconds",
+            "How long the run the pending rows wait for has not started (0: none waiting)",
+            registry=r,
+        )
+        self.feedback_superseded = Counter(
+            "iris_feedback_runs_superseded",
+            "Runs that did not start within IRIS_API_FEEDBACK_START_TIMEOUT_S, replaced by a new "
+            "one, by the state they were stuck in",
+            ["state"],
+            registry=r,
+        )
+        for state in ("SCHEDULED", "PENDING"):
+            self.feedback_superseded.labels(state)
         self.feedback_run_failures = Counter(
             "iris_feedback_run_request_failures",
             "Times Prefect could not take a run (the rows stay pending; retried)",

@@ -4,9 +4,10 @@ API image stays small and the two calls are stable, documented endpoints).
 The deployment id comes from `GET /api/deployments/name/{flow}/{deployment}` once and is cached;
 a 404 on `create_flow_run` (the deployment was re-created) looks it up again. Prefect answers
 503 when its database is busy (SQLite under concurrent writes, on purpose): those requests,
-time-outs, dropped connections and 502/504 are retried with backoff, always with the same idempotency key, so a
-retry never creates a second run; this process sends IRIS_API_PREFECT_CONCURRENCY requests at a
-time (1: SQLite's one writer). Any failure is an `Upstream` error; nothing is accepted.
+time-outs, dropped connections and 502/504 are retried with backoff, always with the same
+idempotency key, so a retry never creates a second run; this process sends
+IRIS_API_PREFECT_CONCURRENCY requests at a time (1: SQLite's one writer). Any failure is an
+`Upstream` error, which the feedback outbox retries later (the rows are stored already).
 
 Tests, benchmarks and `make screenshots` use `iris_testing.prefect_rest.PrefectRest` instead:
 synchronous calls that clone deployments, list runs and wait until they are final; they never
@@ -18,10 +19,13 @@ image: async, one deployment, idempotency keys, a concurrency limit, every failu
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import email.utils
 import logging
 import random
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -35,6 +39,12 @@ log = logging.getLogger(__name__)
 RETRIED = frozenset({502, 503, 504})
 #: Prefect's state types, as `iris_feedback_flow_runs{state}` reports them.
 STATE_TYPES = ("SCHEDULED", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+#: A run in these has not started: it will apply every row stored before it does.
+NOT_STARTED = frozenset({"SCHEDULED", "PENDING"})
+#: A run in these has ended: it applies nothing more.
+FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+#: The name of the CANCELLED state a run that never started gets when another replaces it.
+SUPERSEDED = "Superseded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +53,48 @@ class FlowRun:
     name: str
     state: str
     new: bool  # False when Prefect returned the run an earlier request created (same key)
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """A flow run as Prefect sees it at `read` time, and how long it has waited to start."""
+
+    id: str
+    name: str
+    type: str  # Prefect's state type: SCHEDULED, PENDING, RUNNING, COMPLETED, ...
+    state_name: str  # the state's own name: Late, Submitting, Superseded, ...
+    waiting_s: float  # not started yet: since its start time (SCHEDULED) or its claim (PENDING)
+
+    @property
+    def started(self) -> bool:
+        return self.type not in NOT_STARTED
+
+    @classmethod
+    def of(cls, run: dict[str, Any], now: datetime) -> RunState:
+        state = run.get("state") or {}
+        kind = str(state.get("type", ""))
+        since: datetime | None = None
+        if kind == "SCHEDULED":  # waiting for its start time first, then for a worker
+            since = _instant(run.get("expected_start_time") or state.get("timestamp"))
+        elif kind == "PENDING":  # a worker claimed it and is starting it
+            since = _instant(state.get("timestamp"))
+        return cls(
+            id=str(run["id"]),
+            name=str(run.get("name", "")),
+            type=kind,
+            state_name=str(state.get("name", "")),
+            waiting_s=max(0.0, (now - since).total_seconds()) if since else 0.0,
+        )
+
+    def stats(self, start_timeout_s: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.type,
+            "state_name": self.state_name,
+            "waiting_s": round(self.waiting_s, 3),
+            "stuck": not self.started and self.waiting_s > start_timeout_s,
+        }
 
 
 class PrefectRuns:
@@ -107,20 +159,42 @@ class PrefectRuns:
         except (KeyError, TypeError) as e:
             raise Upstream(f"Prefect at {self.url} answered without a flow run id", 502) from e
 
-    async def waiting(self, run_id: str) -> bool:
-        """Whether the run has not started yet (SCHEDULED or PENDING): it will still apply
-        every row stored before it starts. False when Prefect cannot say."""
+    async def read(self, run_id: str) -> RunState | None:
+        """The run's state now; None when Prefect cannot say (unreachable, busy, no such run)."""
         try:
             response = await self._send("GET", f"/flow_runs/{run_id}")
         except Upstream:
-            return False
+            return None
         if response.status_code != 200:
-            return False
+            return None
         try:
-            state = str((_json(response, self.url).get("state") or {}).get("type", ""))
-        except Upstream:
+            return RunState.of(_json(response, self.url), _server_now(response))
+        except (Upstream, KeyError, TypeError, ValueError):
+            return None
+
+    async def supersede(self, run: RunState, message: str) -> bool:
+        """Move a run that never started to CANCELLED (named "Superseded") with `message`, so
+        nobody starts it later and the Prefect UI says why; forced, because Prefect's rules
+        would let a worker that claimed it (PENDING) go on. False when Prefect refused or could
+        not be reached (the caller goes on without it: a new run does not depend on it)."""
+        body = {
+            "state": {"type": "CANCELLED", "name": SUPERSEDED, "message": message[:2000]},
+            "force": True,
+        }
+        try:
+            response = await self._send("POST", f"/flow_runs/{run.id}/set_state", body)
+        except Upstream as e:
+            log.warning("could not mark flow run %s superseded: %s", run.id, e.detail)
             return False
-        return state in ("SCHEDULED", "PENDING")
+        if response.status_code not in (200, 201):
+            log.warning(
+                "Prefect refused to mark flow run %s superseded: HTTP %d %s",
+                run.id,
+                response.status_code,
+                _detail(response),
+            )
+            return False
+        return True
 
     async def run_counts(self) -> dict[str, int]:
         """Flow runs of the deployment in Prefect, by state type (for the metrics)."""
@@ -186,29 +260,23 @@ class PrefectRuns:
                 async with self._slots:
                     response = await self.client.request(method, path, json=body)
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:
-                raise Upstream(
-                    f"Prefect at {self.url} is unreachable ({type(e).__name__}): "
-                    "feedback not accepted, try again later"
-                ) from e
+                raise Upstream(f"Prefect at {self.url} is unreachable ({type(e).__name__})") from e
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as e:
                 # The request may or may not have arrived: the same idempotency key makes
                 # sending it again safe.
                 if last:
                     raise Upstream(
                         f"Prefect at {self.url} did not answer ({type(e).__name__}) after "
-                        f"{attempt + 1} tries: feedback not accepted, try again"
+                        f"{attempt + 1} tries"
                     ) from e
             except httpx.HTTPError as e:
-                raise Upstream(
-                    f"Prefect at {self.url} is unreachable ({type(e).__name__}): "
-                    "feedback not accepted, try again later"
-                ) from e
+                raise Upstream(f"Prefect at {self.url} is unreachable ({type(e).__name__})") from e
             else:
                 if response.status_code not in RETRIED or last:
                     if response.status_code in RETRIED:
                         raise Upstream(
                             f"Prefect at {self.url} is busy (HTTP {response.status_code} after "
-                            f"{attempt + 1} tries): feedback not accepted, try again"
+                            f"{attempt + 1} tries)"
                         )
                     return response
             delay = min(3.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311
@@ -225,6 +293,24 @@ def _json(response: httpx.Response, url: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise Upstream(f"Prefect at {url} answered with something other than an object", 502)
     return data
+
+
+def _instant(value: Any) -> datetime | None:
+    """An ISO 8601 time from Prefect, aware (UTC when it names no zone)."""
+    if not isinstance(value, str):
+        return None
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _server_now(response: httpx.Response) -> datetime:
+    """Prefect's clock when it answered (its Date header), so a run's age does not depend on
+    how far this machine's clock is from the server's; this machine's clock without one."""
+    date = response.headers.get("date")
+    if date:
+        with contextlib.suppress(TypeError, ValueError):
+            return email.utils.parsedate_to_datetime(date).astimezone(UTC)
+    return datetime.now(UTC)
 
 
 def _detail(response: httpx.Response) -> str:

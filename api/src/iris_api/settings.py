@@ -85,6 +85,13 @@ class ApiSettings(BaseSettings):
     feedback_stale_s: float = Field(
         60.0, gt=0, le=86_400, description="a row pending (or fine-tune owed) longer: catch-up run"
     )
+    feedback_start_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="a run not started (SCHEDULED past its start, or PENDING) this long is "
+        "replaced by a new one",
+    )
     feedback_run_wait_s: float = Field(
         2.0, ge=0, le=60, description="how long /suggest waits to name the run that applies it"
     )

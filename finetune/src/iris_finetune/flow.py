@@ -17,11 +17,12 @@ root (`local`: a process work pool; `kubernetes`: a pod per run from the finetun
 
 from __future__ import annotations
 
+import logging
 import tempfile
+import threading
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -32,12 +33,14 @@ from iris_core import MEASUREMENT_MAX_CM, ClassName
 from iris_core.feedback import (
     SOURCE_FLOW_RUN,
     Added,
+    Claim,
     Claimed,
     ClaimLost,
     Feedback,
     FeedbackStore,
     Held,
     Outcome,
+    StoreError,
     flow_run_key,
 )
 from iris_finetune.settings import FinetuneSettings
@@ -46,6 +49,8 @@ if TYPE_CHECKING:
     from iris_finetune.tune import Evaluated, Parent, Tuned, TuneOutcome
 
 FLOW_NAME = "iris-finetune"
+
+log = logging.getLogger(__name__)
 
 Cm = Annotated[float, Field(gt=0, le=MEASUREMENT_MAX_CM, description="cm")]
 
@@ -91,48 +96,100 @@ def evaluate(settings: FinetuneSettings, parent: Parent, tuned: Tuned, run_id: s
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def register(
-    settings: FinetuneSettings, parent: Parent, tuned: Tuned, evaluated: Evaluated
-) -> TuneOutcome:
+def register(settings: FinetuneSettings, evaluated: Evaluated) -> TuneOutcome:
     from iris_finetune import tune as steps  # noqa: PLC0415
 
-    return steps.register(settings, parent, tuned, evaluated)
+    return steps.register(settings, evaluated)
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def abandon_attempts(settings: FinetuneSettings, rows: int, previous_run_id: str) -> list[str]:
+    from iris_finetune import tune as steps  # noqa: PLC0415
+
+    return steps.abandon_attempts(settings, rows, previous_run_id)
+
+
+class Lease:
+    """Keeps this run's claim on a fine-tune alive while it works: renewed every third of the
+    lease from a thread of its own, whatever a step is waiting for, so the claim runs out only
+    when the run is gone (killed, its pod or machine lost) and another run can take the
+    fine-tune over a lease later. `check()` between steps raises ClaimLost once the claim is
+    not this run's any more (a renewal could not reach the store for a whole lease)."""
+
+    def __init__(self, store: FeedbackStore, rows: int, run_id: str, lease_s: float) -> None:
+        self.store, self.rows, self.run_id, self.lease_s = store, rows, run_id, lease_s
+        self.lost: ClaimLost | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="finetune-lease", daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def check(self) -> None:
+        if self.lost is not None:
+            raise self.lost
+        self.store.renew_finetune(self.rows, self.run_id, self.lease_s)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease_s / 3):
+            try:
+                self.store.renew_finetune(self.rows, self.run_id, self.lease_s)
+            except ClaimLost as e:
+                self.lost = e
+                return
+            except StoreError as e:  # unreachable for now: the next renewal may get through
+                log.warning("could not renew the claim on the fine-tune at %d rows: %s",
+                            self.rows, e)  # fmt: skip
 
 
 def fine_tune(
     settings: FinetuneSettings,
-    rows: list[Feedback],
+    store: FeedbackStore,
+    claim: Claim,
     run_id: str,
-    still_ours: Callable[[], None] = lambda: None,
+    lease: Lease,
 ) -> TuneOutcome:
-    """`iris_finetune.tune.fine_tune`, each step a task (`rows`: the feedback to tune on);
-    `still_ours` before each step renews the claim (ClaimLost: another run took it over)."""
+    """The fine-tune `claim` holds, each step a task, the lease checked before each. Its
+    checkpoint (kept with the claim once the MLflow run is complete) lets a run that takes it
+    over register that result instead of tuning again; without one, an earlier attempt's
+    MLflow run left RUNNING is marked KILLED and the fine-tune starts over."""
+    if claim.checkpoint is not None:
+        from iris_finetune.tune import Evaluated  # noqa: PLC0415
+
+        lease.check()
+        return register(settings, Evaluated.from_checkpoint(claim.checkpoint))
+    if claim.previous_run_id is not None and claim.previous_run_id != run_id:
+        abandon_attempts(settings, claim.rows, claim.previous_run_id)
     with tempfile.TemporaryDirectory(prefix="iris-finetune-") as tmp:
-        still_ours()
+        lease.check()
         parent = load_champion(settings, Path(tmp))
-        still_ours()
-        tuned = tune(settings, parent, rows)
-        still_ours()
+        lease.check()
+        tuned = tune(settings, parent, store.rows(claim.rows))
+        lease.check()
         evaluated = evaluate(settings, parent, tuned, run_id)
-        still_ours()
-        return register(settings, parent, tuned, evaluated)
+        store.checkpoint_finetune(claim.rows, run_id, evaluated.checkpoint(), settings.lease_s)
+        lease.check()
+        return register(settings, evaluated)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def fine_tune_at(
-    store: FeedbackStore, settings: FinetuneSettings, rows: int, run_id: str
+    store: FeedbackStore, settings: FinetuneSettings, claim: Claim, run_id: str
 ) -> dict[str, Any]:
-    """The fine-tune on the first `rows` applied rows, claimed by this run; its steps run as
-    tasks inside this one, and the store records how it ended (FAILED if a step raised: the
-    next fine-tune trains on these rows too; released, for another run, if the run was
+    """The fine-tune on the first `claim.rows` applied rows, claimed by this run; its steps
+    run as tasks inside this one, and the store records how it ended (FAILED if a step raised:
+    the next fine-tune trains on these rows too; released, for another run, if the run was
     stopped)."""
     logger = get_run_logger()
-
-    def still_ours() -> None:  # a live run keeps its claim however long the steps take
-        store.renew_finetune(rows, run_id, settings.lease_s)
-
+    rows = claim.rows
     try:
-        outcome = fine_tune(settings, store.rows(rows), run_id, still_ours)
+        with Lease(store, rows, run_id, settings.lease_s) as lease:
+            outcome = fine_tune(settings, store, claim, run_id, lease)
     except ClaimLost:
         logger.warning("the fine-tune at %d rows was taken over by another run", rows)
         raise
@@ -224,8 +281,11 @@ def finetune(
                 )  # fmt: skip
                 break
             if turn.attempt > 1:
-                logger.warning("the fine-tune at %d rows was left by a run that stopped: "
-                               "taking it over (attempt %d)", turn.rows, turn.attempt)  # fmt: skip
-            tuned.append(fine_tune_at(store, settings, turn.rows, run_id))
+                logger.warning(
+                    "the fine-tune at %d rows was left by run %s: taking it over (attempt %d, "
+                    "%s)", turn.rows, turn.previous_run_id, turn.attempt,
+                    "registering its checkpoint" if turn.checkpoint else "from the start",
+                )  # fmt: skip
+            tuned.append(fine_tune_at(store, settings, turn, run_id))
         answer["finetunes"] = tuned
     return answer

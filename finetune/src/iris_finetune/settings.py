@@ -64,9 +64,10 @@ class FinetuneSettings(BaseSettings):
     original_weight: float = Field(0.7, gt=0, description="sample_weight of the training rows")
     feedback_weight: float = Field(1.0, gt=0, description="sample_weight of the feedback rows")
     lease_s: float = Field(
-        600.0,
+        60.0,
         gt=0,
-        description="How long a claimed fine-tune is a run's own; then another run takes it over",
+        description="How long a claimed fine-tune stays a run's own without a renewal (renewed "
+        "every third of it while the run works); then another run takes it over",
     )
 
     @field_validator("store_url")

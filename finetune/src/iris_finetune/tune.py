@@ -22,6 +22,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import mlflow.artifacts
@@ -167,14 +168,46 @@ class Tuned:
 @dataclass(frozen=True, slots=True)
 class Evaluated:
     """The tuned model's test accuracy, whether it is promoted, and its MLflow run (both models
-    logged in it, ready to register)."""
+    logged in it, ready to register): everything `register` needs, as JSON-able values, so the
+    flow keeps it with its claim (a checkpoint) and a run that takes the fine-tune over after
+    this one died registers it without tuning again."""
 
+    rows: int
     run_id: str
     test_accuracy: float
+    parent_test_accuracy: float
     promoted: bool
     reason: str  # why it is or is not promoted
     model_uris: dict[str, str]  # registered model name -> logged model URI
-    track_s: float
+    parent_versions: dict[str, str]  # registered model name -> the champion version tuned from
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def checkpoint(self) -> dict[str, object]:
+        return {
+            "rows": self.rows,
+            "run_id": self.run_id,
+            "test_accuracy": self.test_accuracy,
+            "parent_test_accuracy": self.parent_test_accuracy,
+            "promoted": self.promoted,
+            "reason": self.reason,
+            "model_uris": self.model_uris,
+            "parent_versions": self.parent_versions,
+            "timings_s": self.timings_s,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, data: dict[str, Any]) -> Evaluated:
+        return cls(
+            rows=int(data["rows"]),
+            run_id=str(data["run_id"]),
+            test_accuracy=float(data["test_accuracy"]),
+            parent_test_accuracy=float(data["parent_test_accuracy"]),
+            promoted=bool(data["promoted"]),
+            reason=str(data["reason"]),
+            model_uris={str(k): str(v) for k, v in data["model_uris"].items()},
+            parent_versions={str(k): str(v) for k, v in data["parent_versions"].items()},
+            timings_s={str(k): float(v) for k, v in data.get("timings_s", {}).items()},
+        )
 
 
 def _mlflow(settings: FinetuneSettings) -> MlflowClient:
@@ -269,29 +302,34 @@ def evaluate(
         settings.sklearn_model_name: sk_info.model_uri,
         settings.onnx_model_name: onnx_info.model_uri,
     }
-    return Evaluated(run.info.run_id, accuracy, good, reason, uris, time.perf_counter() - start)
+    return Evaluated(
+        rows=len(rows),
+        run_id=run.info.run_id,
+        test_accuracy=accuracy,
+        parent_test_accuracy=tuned.parent_test_accuracy,
+        promoted=good,
+        reason=reason,
+        model_uris=uris,
+        parent_versions={name: v.version for name, v in parent.versions.items()},
+        timings_s={
+            "load_s": parent.load_s,
+            "fit_s": tuned.fit_s,
+            "track_s": time.perf_counter() - start,
+        },
+    )
 
 
-def register(
-    settings: FinetuneSettings, parent: Parent, tuned: Tuned, evaluated: Evaluated
-) -> TuneOutcome:
-    """New versions of both models if promoted; the durations of every step into the run.
-    Returns the fine-tune's outcome."""
+def register(settings: FinetuneSettings, evaluated: Evaluated) -> TuneOutcome:
+    """New versions of both models if promoted, once: a version this fine-tune's MLflow run
+    registered before (an attempt that died after MLflow took it) is found by its
+    `finetune_run_id` tag and kept, so running this again registers only what is missing and
+    never a second version. The durations of every step into the run. Returns the outcome."""
     client = _mlflow(settings)
-    rows = len(tuned.rows)
-    timings = {"load_s": parent.load_s, "fit_s": tuned.fit_s, "track_s": evaluated.track_s}
+    timings = dict(evaluated.timings_s)
     registered: dict[str, str] = {}
     if evaluated.promoted:
         start = time.perf_counter()
-        registered = _new_versions(
-            client,
-            settings,
-            parent.versions,
-            rows,
-            evaluated.test_accuracy,
-            evaluated.run_id,
-            evaluated.model_uris,
-        )
+        registered = _new_versions(client, settings, evaluated)
         timings["register_s"] = time.perf_counter() - start
         client.set_tag(
             evaluated.run_id,
@@ -304,15 +342,32 @@ def register(
         metrics=[Metric(f"duration_{name}", value, now, 0) for name, value in timings.items()],
     )
     return TuneOutcome(
-        rows=rows,
+        rows=evaluated.rows,
         run_id=evaluated.run_id,
-        parent_versions={n: v.version for n, v in parent.versions.items()},
+        parent_versions=evaluated.parent_versions,
         test_accuracy=evaluated.test_accuracy,
-        parent_test_accuracy=tuned.parent_test_accuracy,
+        parent_test_accuracy=evaluated.parent_test_accuracy,
         registered=registered,
         reason=evaluated.reason,
         timings_s=timings,
     )
+
+
+def abandon_attempts(settings: FinetuneSettings, rows: int, flow_run_id: str) -> list[str]:
+    """Mark KILLED the MLflow runs an earlier attempt at the fine-tune on `rows` rows left
+    RUNNING (its flow run `flow_run_id` died while it logged); the run ids."""
+    client = _mlflow(settings)
+    experiment = client.get_experiment_by_name(settings.experiment)
+    if experiment is None:
+        return []
+    left = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.kind = 'finetune' and tags.{FEEDBACK_ROWS} = '{rows}' "
+        f"and tags.prefect_flow_run_id = '{flow_run_id}' and attributes.status = 'RUNNING'",
+    )
+    for run in left:
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in left]
 
 
 def fine_tune(
@@ -324,27 +379,33 @@ def fine_tune(
         parent = load_champion(settings, Path(tmp))
         tuned = tune(settings, parent, rows)
         evaluated = evaluate(settings, parent, tuned, flow_run_id)
-        return register(settings, parent, tuned, evaluated)
+        return register(settings, evaluated)
 
 
 def _new_versions(
-    client: MlflowClient,
-    settings: FinetuneSettings,
-    parents: dict[str, ModelVersion],
-    rows: int,
-    accuracy: float,
-    run_id: str,
-    uris: dict[str, str],
+    client: MlflowClient, settings: FinetuneSettings, evaluated: Evaluated
 ) -> dict[str, str]:
-    """New versions of both models; the alias moves unless a champion tuned on more feedback
-    is already in place (a late or retried fine-tune never moves the alias backwards)."""
+    """Both models' versions of this fine-tune: found (registered by an earlier attempt) or
+    new. The alias moves to them unless a champion tuned on more feedback is already in place
+    (a late or retried fine-tune never moves the alias backwards)."""
+    rows, run_id = evaluated.rows, evaluated.run_id
     newer = champion_rows(client, settings.sklearn_model_name, settings.alias) > rows
     registered: dict[str, str] = {}
-    for name, uri in uris.items():
+    for name, uri in evaluated.model_uris.items():
+        found = client.search_model_versions(
+            f"name = '{name}' and tags.finetune_run_id = '{run_id}'"
+        )
+        if found:
+            version = min(found, key=lambda v: int(v.version)).version
+            log.info("%s version %s of this fine-tune was registered before", name, version)
+            registered[name] = str(version)
+            if not newer:
+                client.set_registered_model_alias(name, settings.alias, str(version))
+            continue
         tags = {
-            PARENT_VERSION: parents[name].version,
+            PARENT_VERSION: evaluated.parent_versions[name],
             FEEDBACK_ROWS: str(rows),
-            "test_accuracy": f"{accuracy:.4f}",
+            "test_accuracy": f"{evaluated.test_accuracy:.4f}",
             "finetune_run_id": run_id,
         }
         registered |= register_versions(

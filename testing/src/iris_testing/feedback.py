@@ -7,10 +7,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
+from iris_core import CLASS_NAMES, EXAMPLES, FEATURES
 from iris_core.feedback import STORE_URL, FeedbackStore
 from iris_finetune.flow import FLOW_NAME
 from iris_testing.prefect_rest import PrefectRest
@@ -39,10 +41,12 @@ class FeedbackCase:
         folder: Path,
         store_url: str | None = None,
         pool: str | None = None,
+        job_variables: dict[str, Any] | None = None,
         **settings: str,
     ) -> FeedbackCase:
         """`settings`: more environment of the deployment's runs (IRIS_FINETUNE_...); `pool`:
-        the work pool its runs go to (default: `local`'s)."""
+        the work pool its runs go to (default: `local`'s); `job_variables`: more of the runs'
+        job variables (a `command`, say)."""
         tag = uuid.uuid4().hex[:8]
         client = MlflowClient(registered.tracking_uri)
         names = {}
@@ -64,7 +68,9 @@ class FeedbackCase:
             "IRIS_FINETUNE_EXPERIMENT": f"finetune-{tag}",
             **settings,
         }
-        deployment_id = prefect.clone_deployment(f"{FLOW_NAME}/local", f"test-{tag}", env, pool)
+        deployment_id = prefect.clone_deployment(
+            f"{FLOW_NAME}/local", f"test-{tag}", env, pool, job_variables
+        )
         return cls(
             prefect,
             f"{FLOW_NAME}/test-{tag}",
@@ -89,3 +95,11 @@ class FeedbackCase:
         """The versions of registered model `name`, oldest first."""
         found = self.client.search_model_versions(f"name = '{name}'")
         return sorted(found, key=lambda v: int(v.version))
+
+
+def suggestion(i: int) -> dict[str, Any]:
+    """The i-th suggestion: a distinct flower (so rows can be told apart) of each class in
+    turn, with its true class; every one a textbook flower nudged by at most 0.2 cm."""
+    name = CLASS_NAMES[i % len(CLASS_NAMES)]
+    nudged = [round(v + (i // 3 % 20) / 100, 2) for v in EXAMPLES[name]]
+    return dict(zip(FEATURES, nudged, strict=True)) | {"class_name": name}

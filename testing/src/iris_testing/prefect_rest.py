@@ -63,11 +63,16 @@ class PrefectRest:
         return found
 
     def clone_deployment(
-        self, source: str, name: str, env: dict[str, str], pool: str | None = None
+        self,
+        source: str,
+        name: str,
+        env: dict[str, str],
+        pool: str | None = None,
+        job_variables: dict[str, Any] | None = None,
     ) -> str:
         """A copy of deployment `source` (flow/deployment) named `name`, whose runs get `env`
-        (settings of their own: feedback store, registry names), in work pool `pool` (default:
-        the source's); its id."""
+        (settings of their own: feedback store, registry names) and `job_variables`, in work
+        pool `pool` (default: the source's); its id."""
         d = self.deployment(source)
         response = self.request(
             "POST",
@@ -80,7 +85,7 @@ class PrefectRest:
                 "pull_steps": d["pull_steps"],
                 "parameter_openapi_schema": d["parameter_openapi_schema"],
                 "enforce_parameter_schema": d["enforce_parameter_schema"],
-                "job_variables": {"env": env},
+                "job_variables": {**(job_variables or {}), "env": env},
             },
         )
         return str(response.json()["id"])

@@ -26,8 +26,8 @@ ROOT = _repository()
 
 def copy_pipeline(root: Path, dest: Path) -> Path:
     """The DVC pipeline of `root` (dvc.yaml, params.yaml, .dvc/config, the stages' sources), the
-    Prefect deployments (prefect.yaml) and Prometheus' config and rules in a new git repository
-    at `dest`, with no data and no cache."""
+    Prefect deployments (prefect.yaml) and automations, and Prometheus' config and rules in a
+    new git repository at `dest`, with no data and no cache."""
     dest.mkdir(parents=True)
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", "prefect.yaml", "prometheus.yml"):
         shutil.copy(root / name, dest / name)
@@ -35,6 +35,8 @@ def copy_pipeline(root: Path, dest: Path) -> Path:
         root / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local")
     )
     shutil.copytree(root / "monitoring", dest / "monitoring")
+    (dest / "finetune").mkdir()
+    shutil.copy(root / "finetune" / "prefect-automations.yaml", dest / "finetune")
     for member in ("core", "training"):
         shutil.copytree(
             root / member / "src",

@@ -6,7 +6,8 @@ these definitions, so the two cannot drift apart.
 `feedback` is the outbox: a row is accepted once (its idempotency `key` is unique) and later
 applied by one flow run, which gives it the next `applied_seq` (1, 2, 3, ... without gaps).
 `finetunes` has one row per fine-tune, keyed by the number of applied rows it trains on; a
-claim holds it for `lease_s` seconds after `claimed_at`, until it is finished.
+claim holds it for `lease_s` seconds after `claimed_at`, until it is finished; `checkpoint`
+keeps what an attempt finished (JSON), for a run that takes it over.
 """
 
 from __future__ import annotations
@@ -98,4 +99,6 @@ finetunes = Table(
     Column("finished_at", UTCDateTime),
     Column("outcome", Text),
     Column("detail", Text),
+    # JSON the claim's holder left for whoever takes the fine-tune over (see `checkpoint_finetune`)
+    Column("checkpoint", Text),
 )

@@ -7,13 +7,16 @@ unapplied row, in acceptance order, gets the next gapless `applied_seq` (1, 2, 3
 transaction, so a run that dies mid-claim leaves them pending for the next run. A fine-tune is
 owed at every multiple k of `every` applied rows and trains on the rows with applied_seq <= k;
 fine-tunes run in order, one at a time, through `next_finetune` (a claim with a lease) and
-`finish_finetune`. `backlog` tells the API whether runs are needed to catch up.
+`finish_finetune`; the holder may leave a `checkpoint_finetune` (what it has made so far) for a
+run that takes the fine-tune over after it died. `backlog` tells the API whether runs are
+needed to catch up.
 
 The same code runs on SQLite and PostgreSQL (`iris_core.feedback.database`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +107,10 @@ class Claim:
 
     rows: int
     attempt: int  # 1, or more when an earlier claim's lease ran out
+    #: What an earlier attempt finished (`checkpoint_finetune`), for this one to go on from.
+    checkpoint: dict[str, Any] | None = None
+    #: The run that held it before (None on the first attempt).
+    previous_run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +133,7 @@ class Finetune:
     finished_at: datetime | None
     outcome: Outcome | None
     detail: str | None
+    checkpoint: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -144,6 +152,7 @@ class Backlog:
     owed_since: datetime | None  # when the first of those became owed (its k-th row applied)
     running: int  # owed fine-tunes a live claim holds (0 or 1: they run one at a time)
     finetunes: dict[str, int] = field(default_factory=dict)  # finished ones by outcome
+    newest_pending_id: int | None = None  # the last pending row's id (None: none pending)
 
     def stats(self) -> dict[str, Any]:
         """The same as JSON-able values, with ages in seconds."""
@@ -341,7 +350,8 @@ class FeedbackStore:
                     attempts=finetunes.c.attempts + 1,
                 )
             )
-            return Claim(k, attempt=held.attempts + 1)
+            checkpoint = json.loads(held.checkpoint) if held.checkpoint else None
+            return Claim(k, held.attempts + 1, checkpoint, held.claimed_by)
 
     def renew_finetune(self, rows: int, run_id: str, lease_s: float) -> None:
         """Extend this run's claim on the fine-tune at `rows`: `lease_s` from now. ClaimLost
@@ -349,6 +359,21 @@ class FeedbackStore:
         if lease_s <= 0:
             raise ValueError(f"lease_s ({lease_s}) must be > 0")
         self._update_claim(rows, run_id, claimed_at=self._clock(), lease_s=lease_s)
+
+    def checkpoint_finetune(
+        self, rows: int, run_id: str, checkpoint: dict[str, Any], lease_s: float
+    ) -> None:
+        """Keep `checkpoint` (JSON-able) with this run's claim on the fine-tune at `rows`, and
+        renew the claim: a run that takes the fine-tune over later gets it in its `Claim`.
+        ClaimLost if it is not this run's any more."""
+        if lease_s <= 0:
+            raise ValueError(f"lease_s ({lease_s}) must be > 0")
+        text = json.dumps(checkpoint, sort_keys=True)
+        if len(text) > MAX_DETAIL:
+            raise ValueError(
+                f"checkpoint: at most {MAX_DETAIL} characters of JSON, got {len(text)}"
+            )
+        self._update_claim(rows, run_id, claimed_at=self._clock(), lease_s=lease_s, checkpoint=text)
 
     def release_finetune(self, rows: int, run_id: str) -> None:
         """Give up this run's claim on the fine-tune at `rows` without an outcome (the run is
@@ -407,6 +432,7 @@ class FeedbackStore:
                 finished_at=r.finished_at,
                 outcome=Outcome(r.outcome) if r.outcome is not None else None,
                 detail=r.detail,
+                checkpoint=json.loads(r.checkpoint) if r.checkpoint else None,
             )
             for r in found
         ]
@@ -417,10 +443,10 @@ class FeedbackStore:
             raise ValueError(f"every ({every}) must be >= 1")
         now = now or self._clock()
         with self._db.read() as conn:
-            pending, oldest = conn.execute(
-                select(func.count(), func.min(feedback.c.received_at)).where(
-                    feedback.c.applied_seq.is_(None)
-                )
+            pending, oldest, newest = conn.execute(
+                select(
+                    func.count(), func.min(feedback.c.received_at), func.max(feedback.c.id)
+                ).where(feedback.c.applied_seq.is_(None))
             ).one()
             applied = _applied(conn)
             first = (_last_finished(conn) // every + 1) * every
@@ -451,6 +477,7 @@ class FeedbackStore:
             owed_since=since,
             running=running,
             finetunes={str(outcome): int(n) for outcome, n in outcomes},
+            newest_pending_id=None if newest is None else int(newest),
         )
 
 
