@@ -2,7 +2,7 @@
 pod of charts/iris (as skaffold installs it) and the Job of a fine-tune flow run translate, to
 the flags that mean what the manifests say; a field or value it cannot translate fails it; the
 address map rewrites in-cluster URLs and refuses any other host. `make test-images` runs the
-translated containers (tests/test_images.py)."""
+translated containers (tests/images/test_images.py)."""
 
 from __future__ import annotations
 

@@ -9,23 +9,23 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version as package_version
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from prometheus_client import disable_created_metrics
 from pydantic import BaseModel
 
-from iris_api import errors
+from iris_api import errors, rest
 from iris_api.access import FeedbackAccess
-from iris_api.fastpath import PredictFastPath
+from iris_api.bodies import BodyLimit
+from iris_api.dataplane import DataPlane
 from iris_api.feedback import FeedbackOutbox
 from iris_api.follower import ModelFollower
-from iris_api.limits import BodyLimit
 from iris_api.metrics import Metrics, instrument
-from iris_api.oip import V2Infer
 from iris_api.predicting import Predictions
 from iris_api.prefect import PrefectRuns
-from iris_api.routes import docs, metrics, model, predict, suggest, v2
+from iris_api.routes import docs, metrics, predict, suggest, v2
 from iris_api.schemas import PredictInput, SuggestInput, V2InferRequest, batch_input
 from iris_api.settings import ApiSettings
+from iris_api.sources import ModelSource
 
 DESCRIPTION = """
 Classifies Iris flowers from four measurements (cm) with the ONNX model that carries the
@@ -35,7 +35,9 @@ true class), stores it, and a Prefect flow applies it and fine-tunes the model e
 """
 
 
-def create_app(settings: ApiSettings | None = None) -> FastAPI:
+def create_app(settings: ApiSettings | None = None, source: ModelSource | None = None) -> FastAPI:
+    """The app; `source`: where the served model comes from (default: IRIS_API_MODEL_DIR's
+    folder when set, else the registry alias)."""
     settings = settings or ApiSettings()
     # `*_created` series double the size of /metrics and no dashboard reads them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -45,9 +47,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         settings.input_monitoring,
         feedback_store=settings.feedback_store_url is not None,
     )
-    follower = ModelFollower(settings, recorded)
+    follower = ModelFollower(settings, recorded, source)
     predictions = Predictions(follower, recorded)
-    v2_infer = V2Infer(predictions, settings.v2_model_name, settings.batch_limit)
+    dataplane = DataPlane(predictions, follower, settings.v2_model_name, settings.batch_limit)
+    endpoints = [*predict.endpoints(settings.batch_limit), *v2.endpoints()]
     prefect = PrefectRuns(settings)
     outbox = FeedbackOutbox(settings, prefect, recorded)
 
@@ -81,19 +84,19 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         # the global providers (environment lookups) on every request, ~5 % of a prediction.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    # Read by the routes' dependencies (iris_api.deps), not by the routes.
+    # Read by the data plane's routes (iris_api.rest) and the others' dependencies
+    # (iris_api.deps), not by the routes themselves.
+    app.state.dataplane = dataplane
     app.state.follower = follower
-    app.state.predictions = predictions
-    app.state.v2_infer = v2_infer
     app.state.metrics = recorded
-    app.state.prefect = prefect
     app.state.outbox = outbox
     app.state.access = FeedbackAccess(settings)
-    # The prediction routes first: the instrumentator looks each request's route up in order.
-    app.include_router(predict.router(settings.batch_limit))
-    app.include_router(v2.router(settings.v2_model_name, settings.batch_limit))
+    # The data plane's endpoints first: the instrumentator looks each request's route up in
+    # order, and predictions must be fast.
+    router = APIRouter()
+    rest.add_routes(router, endpoints, settings.v2_model_name)
+    app.include_router(router)
     app.include_router(suggest.router)
-    app.include_router(model.router)
     app.include_router(metrics.router)
     docs.install(app)  # after the API routes: they are matched first
     _document_bodies(
@@ -102,7 +105,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     errors.install(app)
     if settings.fast_path:
         # Added before the instrumentator, so it runs inside it: counted and timed as usual.
-        app.add_middleware(PredictFastPath, predictions=predictions, v2=v2_infer)
+        app.add_middleware(rest.FastPath, dataplane=dataplane, endpoints=endpoints)
     # A full batch is about 100 bytes a row; anything far larger is refused with 413.
     app.add_middleware(BodyLimit, limit=max(2**20, settings.batch_limit * 1024))
     instrument(app, recorded.registry)

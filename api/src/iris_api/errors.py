@@ -1,9 +1,20 @@
-"""Domain errors and their one mapping to HTTP answers (`answer`), used by every route."""
+"""The API's errors and the one place every answer that is not a 2xx is built (`answer`).
+
+Each domain error carries its HTTP status (and the Retry-After or WWW-Authenticate it needs);
+the data plane and the feedback path raise them, knowing nothing of requests. `answer` turns any
+of them, FastAPI's own validation errors, Starlette's routing errors (404, 405) and anything
+unexpected (500, logged) into one shape: FastAPI's `{"detail": ...}`, plus the Open Inference
+Protocol's `{"error": "..."}` under `/v2`, whose clients read it. The ASGI layers (fast path,
+body limit) and FastAPI's exception handlers (`install`) all answer through it; a gRPC entry
+maps the same errors to status codes by their `status`.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -25,57 +36,98 @@ class JSONBytes(Response):
         return orjson.dumps(content)
 
 
-class NotReady(Exception):
-    """No model is loaded yet; the reason says why (MLflow unreachable, no such alias, ...)."""
+class ApiError(Exception):
+    """An answer that is not a 2xx, said as what went wrong; `status` says which answer."""
 
-    def __init__(self, reason: str, retry_after_s: float) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after_s = retry_after_s
+    status = 500
+
+    def __init__(
+        self,
+        detail: str,
+        headers: Mapping[str, str] | None = None,
+        fields: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = dict(headers or {})
+        #: More members of the JSON body (a readiness answer's `ready` and `reason`).
+        self.fields = dict(fields or {})
+
+    @property
+    def summary(self) -> str:
+        """One line saying what went wrong (the protocol's `error` string)."""
+        return self.detail
 
 
-class UnsupportedMediaType(Exception):
+class InvalidInput(ApiError):
+    """Input that breaks the rules (422): `problems` in pydantic's shape, each located
+    (`loc`: body, header, then field names and indexes), so every 422 reads alike."""
+
+    status = 422
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        self.problems: list[dict[str, Any]] = jsonable_encoder([_shown(p) for p in problems])
+        super().__init__("; ".join(f"{_where(p['loc'])}: {p['msg']}" for p in self.problems))
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+
     def __init__(
         self, content_type: str, accepted: str = "JSON (Content-Type: application/json)"
     ) -> None:
-        super().__init__(content_type)
+        super().__init__(f"send {accepted}, not {content_type!r}")
         self.content_type = content_type
-        self.accepted = accepted
 
 
-class NotFound(Exception):
+class TooLarge(ApiError):
+    status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body over {limit} bytes")
+
+
+class NotFound(ApiError):
     """No such model or version here (404): the detail names what is served instead."""
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+    status = 404
 
 
-class Upstream(Exception):
+class NotReady(ApiError):
+    """No model is loaded yet (503); the reason says why (MLflow unreachable, no such alias)."""
+
+    status = 503
+
+    def __init__(
+        self, reason: str, retry_after_s: float, fields: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(
+            f"no model loaded: {reason}",
+            {"Retry-After": str(max(1, round(retry_after_s)))},
+            fields,
+        )
+        self.reason = reason
+
+
+class Refused(ApiError):
+    """The request is refused for who sent it or how often: 401 (no credentials), 403 (wrong
+    ones), 409 (an idempotency key reused with another body, or an operation this server does
+    not do), 429 (too many)."""
+
+    def __init__(self, status: int, detail: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail, headers)
+        self.status = status
+
+
+class Upstream(ApiError):
     """A service behind this one (the feedback store, Prefect) failed: 503 if it is away, 502 if
     it refused."""
 
     def __init__(self, detail: str, status: int = 503, retry_after_s: float = 5.0) -> None:
-        super().__init__(detail)
-        self.detail = detail
+        headers = {"Retry-After": str(max(1, round(retry_after_s)))} if status == 503 else {}
+        super().__init__(detail, headers)
         self.status = status
         self.retry_after_s = retry_after_s
-
-
-class Refused(Exception):
-    """The request is refused for who sent it or how often: 401 (no credentials), 403 (wrong
-    ones), 409 (an idempotency key reused with another body), 429 (too many)."""
-
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.headers = headers or {}
-
-
-#: The errors `answer` knows; anything else is a 500.
-KNOWN = (RequestValidationError, NotReady, UnsupportedMediaType, Upstream, NotFound, Refused)
-Known = RequestValidationError | NotReady | UnsupportedMediaType | Upstream | NotFound | Refused
 
 
 def inference_protocol(path: str) -> bool:
@@ -106,84 +158,63 @@ class Answer:
         await send({"type": "http.response.body", "body": self.body})
 
 
-def answer(exc: Known, inference_protocol: bool = False) -> Answer:
-    """The answer to a known error. FastAPI's shape (`detail`); with `inference_protocol`, also
-    the Open Inference Protocol's `{"error": "..."}`, which its clients read."""
-    headers: dict[str, str] = {}
+def json_answer(content: object, status: int = 200) -> Answer:
+    return Answer(status, orjson.dumps(content))
+
+
+def known(exc: BaseException) -> ApiError | None:
+    """`exc` as one of ours, when it is (FastAPI's validation errors become InvalidInput)."""
+    if isinstance(exc, ApiError):
+        return exc
     if isinstance(exc, RequestValidationError):
-        status = 422
-        # orjson writes a NaN or infinite input as null (the stock handler crashes on it).
-        errors = jsonable_encoder([_error(e) for e in exc.errors()])
-        body: dict[str, object] = {"detail": errors}
-        summary = "; ".join(f"{_where(e['loc'])}: {e['msg']}" for e in errors)
-    elif isinstance(exc, NotReady):
-        status = 503
-        summary = f"no model loaded: {exc.reason}"
-        body = {"detail": summary}
-        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
-    elif isinstance(exc, Refused):
-        status = exc.status
-        summary = exc.detail
-        body = {"detail": summary}
-        headers |= exc.headers
-    elif isinstance(exc, Upstream):
-        status = exc.status
-        summary = exc.detail
-        body = {"detail": summary}
-        if status == 503:
-            headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
-    elif isinstance(exc, NotFound):
-        status = 404
-        summary = exc.detail
-        body = {"detail": summary}
+        return InvalidInput(list(exc.errors()))
+    return None
+
+
+def answer(exc: BaseException, path: str = "", method: str = "") -> Answer:
+    """The answer to `exc` on a request for `path`: every non-2xx of this API is made here."""
+    protocol = inference_protocol(path)
+    error = known(exc)
+    body: dict[str, object]
+    if error is not None:
+        body = {"detail": error.problems if isinstance(error, InvalidInput) else error.detail}
+        body |= error.fields
+        status, summary, headers = error.status, error.summary, error.headers
+    elif isinstance(exc, StarletteHTTPException):  # routing: no such path, wrong method
+        status, headers = exc.status_code, dict(exc.headers or {})
+        body = {"detail": exc.detail}
+        summary = f"{exc.detail}: {method} {path}"
     else:
-        status = 415
-        summary = f"send {exc.accepted}, not {exc.content_type!r}"
+        log.error("unexpected error on %s %s", method, path, exc_info=exc)
+        status, headers, summary = 500, {}, "internal error (logged)"
         body = {"detail": summary}
-    if inference_protocol:
+    if protocol:
         body["error"] = summary
     return Answer(status, orjson.dumps(body), headers)
 
 
 def _where(loc: list[object]) -> str:
     """`inputs.0.data.3` for ["body", "inputs", 0, "data", 3]."""
-    return ".".join(str(part) for part in loc[1:]) or "body"
+    return ".".join(str(part) for part in loc[1:]) or str(loc[0] if loc else "body")
 
 
-def _error(error: dict[str, object]) -> dict[str, object]:
-    """A validation error as sent: a scalar input is echoed; a list, an object or raw bytes
-    (JSON that did not parse, maybe not even UTF-8) are not; an integer JSON cannot carry in
-    64 bits (orjson refuses it) is echoed as a string."""
-    value = error.get("input")
+def _shown(problem: dict[str, Any]) -> dict[str, Any]:
+    """A problem as sent: a scalar input is echoed; a list, an object or raw bytes (JSON that
+    did not parse, maybe not even UTF-8) are not; an integer JSON cannot carry in 64 bits
+    (orjson refuses it) is echoed as a string."""
+    value = problem.get("input")
     if isinstance(value, list | dict | bytes):
-        return {k: v for k, v in error.items() if k != "input"}
+        return {k: v for k, v in problem.items() if k != "input"}
     if isinstance(value, int) and not -(2**63) <= value < 2**64:
-        return {**error, "input": str(value)}
-    return error
+        return {**problem, "input": str(value)}
+    return problem
 
 
 def install(app: FastAPI) -> None:
-    async def known(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, KNOWN)  # noqa: S101 (registered for these types only)
-        return answer(exc, inference_protocol(request.url.path)).response()
+    """FastAPI's exception handlers, answering through `answer`."""
 
-    for kind in KNOWN:
-        app.add_exception_handler(kind, known)
+    async def handle(request: Request, exc: Exception) -> Response:
+        return answer(exc, request.url.path, request.method).response()
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http(request: Request, exc: Exception) -> Response:
-        """Starlette's own answers (404 no such path, 405 wrong method) in our shape."""
-        assert isinstance(exc, StarletteHTTPException)  # noqa: S101 (registered for it only)
-        body: dict[str, object] = {"detail": exc.detail}
-        if inference_protocol(request.url.path):
-            body["error"] = f"{exc.detail}: {request.method} {request.url.path}"
-        return JSONBytes(body, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        # Logged with its traceback here; the client gets no internals.
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        body = {"detail": "internal error (logged)"}
-        if inference_protocol(request.url.path):
-            body["error"] = body["detail"]
-        return JSONBytes(body, status_code=500)
+    for kind in (ApiError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, handle)

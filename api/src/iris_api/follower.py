@@ -1,4 +1,5 @@
-"""Follow the registry: load the aliased version, check it, swap it in; keep serving on failure."""
+"""Follow the model's source (the registry alias, or a folder's newest version): load the
+version it names, check it, swap it in; keep serving on failure."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import contextlib
 import logging
 
 from iris_api.metrics import Metrics
-from iris_api.model import ModelError, Predictor, load
+from iris_api.model import ModelError, Predictor, build
 from iris_api.settings import ApiSettings
-from iris_core.registry import Registry, RegistryError
+from iris_api.sources import FolderSource, ModelSource, RegistrySource
+from iris_core.registry import RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -20,34 +22,35 @@ BACKOFF_START_S = 0.5
 class ModelFollower:
     """Holds the served model. `current` changes by one reference assignment, never in place."""
 
-    def __init__(self, settings: ApiSettings, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: ApiSettings, metrics: Metrics, source: ModelSource | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.source = source or source_of(settings)
         self.current: Predictor | None = None
         self.reason = "no model loaded yet"
-        self._registry = Registry(settings.tracking_url, settings.registry_timeout_s)
         self._task: asyncio.Task[None] | None = None
         #: One registry check at a time: the poll and a check asked for by a client.
         self._checking = asyncio.Lock()
 
     @property
     def wanted(self) -> str:
-        return f"models:/{self.settings.model_name}@{self.settings.model_alias}"
+        return self.source.description
 
     def fetch(self) -> Predictor | None:
-        """One registry check (blocking): the aliased version, downloaded and checked, when it
+        """One check of the source (blocking): the version it names, read and checked, when it
         is not the one served and is ready to load; else None."""
-        s = self.settings
         try:
-            found = self._registry.version(s.model_name, s.model_alias)
+            found = self.source.wanted()
         except RegistryError:
             self.metrics.registry_errors.inc()
             raise
         if found is None:
             if self.current is None:
-                self.reason = f"{self.wanted} is not in the registry at {s.tracking_url}"
+                self.reason = self.source.missing
             else:
-                log.warning("%s is gone from the registry; still serving version %s",
+                log.warning("%s names no version any more; still serving version %s",
                             self.wanted, self.current.version.version)  # fmt: skip
             return None
         if self.current is not None and self.current.version.version == found.version:
@@ -58,7 +61,7 @@ class ModelFollower:
             )
             return None
         try:
-            return load(self._registry, found, s.ort_threads)
+            return build(found, self.source.fetch(found), self.settings.ort_threads)
         except (RegistryError, ModelError) as e:
             self.metrics.reload_failed.inc()
             log.error("cannot load %s version %s: %s", found.name, found.version, e)
@@ -130,4 +133,16 @@ class ModelFollower:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._registry.close()
+        self.source.close()
+
+
+def source_of(settings: ApiSettings) -> ModelSource:
+    """The folder of IRIS_API_MODEL_DIR when it is set, else the registry alias."""
+    if settings.model_dir is not None:
+        return FolderSource(settings.model_dir, settings.model_name)
+    return RegistrySource(
+        settings.tracking_url,
+        settings.model_name,
+        settings.model_alias,
+        settings.registry_timeout_s,
+    )

@@ -46,8 +46,10 @@ def main() -> None:
         loop="uvloop",
         http="httptools",
         access_log=settings.access_log,
-        # X-Forwarded-For only matters to the access log; parsing it costs every request.
-        proxy_headers=settings.access_log,
+        # Who the client is (the /suggest rate limit keys on it): the peer, or what a trusted
+        # proxy forwarded. Its own setting: turning the access log on must not change it.
+        proxy_headers=settings.proxy_headers,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         log_config=logging_config(settings.log_level),
         server_header=False,
     )

@@ -1,4 +1,5 @@
-"""A served model: an ONNX file from the registry in an onnxruntime session, checked before use."""
+"""A served model: an ONNX file (from the model's source) in an onnxruntime session, checked
+before use."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
-import yaml
 
 from iris_core import CLASS_NAMES, EXAMPLES, N_FEATURES, drift
-from iris_core.registry import AliasedVersion, Registry, RegistryError
+from iris_core.registry import AliasedVersion
 
 #: What the models output (skl2onnx, zipmap off), in this order.
 OUTPUT_NAMES = ["label", "probabilities"]
@@ -94,17 +94,6 @@ def check(session: ort.InferenceSession) -> str:
     return str(inputs[0].name)
 
 
-def download(registry: Registry, version: AliasedVersion) -> bytes:
-    """The ONNX file of a registered version, named by its MLmodel file."""
-    root = registry.download_uri(version.name, version.version)
-    try:
-        mlmodel = yaml.safe_load(registry.artifact(root, "MLmodel"))
-        data = mlmodel["flavors"]["onnx"]["data"]
-    except (yaml.YAMLError, KeyError, TypeError) as e:
-        raise ModelError(f"{version.name} version {version.version} has no ONNX flavour") from e
-    return registry.artifact(root, str(data))
-
-
 def reference(session: ort.InferenceSession) -> dict[str, drift.FeatureReference] | None:
     """The drift reference statistics in the model's metadata; None for a model without."""
     text = session.get_modelmeta().custom_metadata_map.get(drift.METADATA_KEY)
@@ -116,10 +105,7 @@ def reference(session: ort.InferenceSession) -> dict[str, drift.FeatureReference
         raise ModelError(f"the model's drift reference is malformed: {e}") from e
 
 
-def load(registry: Registry, version: AliasedVersion, threads: int) -> Predictor:
-    """Download, build and check a version; raises RegistryError or ModelError."""
-    session = session_from_bytes(download(registry, version), threads)
+def build(version: AliasedVersion, model: bytes, threads: int) -> Predictor:
+    """A served model from a version's ONNX file, checked; ModelError if it cannot serve."""
+    session = session_from_bytes(model, threads)
     return Predictor(version, session, check(session), reference(session))
-
-
-__all__ = ["ModelError", "Outputs", "Predictor", "RegistryError", "load"]

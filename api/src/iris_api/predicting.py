@@ -1,7 +1,7 @@
-"""The one prediction path. The fast path, `/predict`, `/predict/batch` and the Open Inference
-Protocol's infer all go through `Predictions.predict`, which runs the served model and records
-what it answered (predictions by class, inference time, confidence, the input monitor). The
-`Prediction` answers are shaped here too, so every entry answers alike.
+"""The one prediction path: every prediction of the data plane (`/predict`, batches, the Open
+Inference Protocol's infer, whatever the entry) goes through `Predictions.predict`, which runs
+the served model and records what it answered (predictions by class, inference time,
+confidence, the input monitor, the statistics of its version).
 
 A model call that is not a prediction (/suggest asking the model's opinion) calls
 `Predictor.infer` and is not counted.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -20,7 +19,6 @@ from iris_api.errors import NotReady
 from iris_api.follower import ModelFollower
 from iris_api.metrics import Metrics
 from iris_api.model import Outputs, Predictor
-from iris_api.schemas import PredictInput
 from iris_core import CLASS_NAMES
 
 
@@ -108,34 +106,3 @@ class Predictions:
         stats.success_ns += time.perf_counter_ns() - start
         stats.last_inference_ms = time.time_ns() // 1_000_000
         return outputs
-
-    def one(self, flower: PredictInput) -> dict[str, Any]:
-        """`PredictOutput` for one flower (no numpy calls beyond the model's, for one row)."""
-        model = self.model()
-        outputs = self.predict(model, np.array([flower.row()], dtype=np.float32))
-        rounded = [round(p, 6) for p in outputs.probabilities[0].tolist()]
-        answer = _prediction(int(outputs.labels[0]), rounded)
-        answer["model_version"] = model.version.version
-        return answer
-
-    def batch(self, flowers: list[PredictInput]) -> dict[str, Any]:
-        """`BatchOutput` for several flowers, in their order (numpy rounds them at once)."""
-        model = self.model()
-        outputs = self.predict(model, np.array([f.row() for f in flowers], dtype=np.float32))
-        probabilities = np.round(outputs.probabilities.astype(np.float64), 6).tolist()
-        return {
-            "predictions": [
-                _prediction(label, row)
-                for label, row in zip(outputs.labels.tolist(), probabilities, strict=True)
-            ],
-            "model_version": model.version.version,
-        }
-
-
-def _prediction(label: int, probabilities: list[float]) -> dict[str, Any]:
-    """One `Prediction` as plain data for orjson (probabilities already rounded)."""
-    return {
-        "class_name": CLASS_NAMES[label],
-        "class_index": label,
-        "probabilities": dict(zip(CLASS_NAMES, probabilities, strict=True)),
-    }

@@ -6,7 +6,17 @@ from datetime import datetime
 from functools import cache
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from iris_core import CLASS_NAMES, EXAMPLES, FEATURES, MEASUREMENT_MAX_CM, ClassName
 
@@ -172,12 +182,32 @@ class V2Tensor(BaseModel):
     )
     parameters: V2InputParameters | None = None
 
+    #: The length of each row when `data` came as rows (a list of lists), else None.
+    _row_lengths: list[int] | None = PrivateAttr(None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_rows(cls, value: Any, handler: ModelWrapValidatorHandler[V2Tensor]) -> V2Tensor:
+        """Rows become one flat list (`_flatten`); how long each was is kept, so the reader
+        can refuse ragged rows instead of re-cutting them by the shape."""
+        rows = value.get("data") if isinstance(value, dict) else None
+        lengths = [len(row) for row in rows] if _rows(rows) and rows is not None else None
+        tensor = handler(value)
+        tensor._row_lengths = lengths
+        return tensor
+
     @field_validator("data", mode="before")
     @classmethod
     def _flatten(cls, value: Any) -> Any:
-        if isinstance(value, list) and value and all(isinstance(row, list) for row in value):
-            return [x for row in value for x in row]
-        return value
+        return [x for row in value for x in row] if _rows(value) else value
+
+    @property
+    def row_lengths(self) -> list[int] | None:
+        return self._row_lengths
+
+
+def _rows(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(r, list) for r in value)
 
 
 class V2OutputParameters(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from limits import parse
@@ -35,6 +36,11 @@ class ApiSettings(BaseSettings):
         default_factory=lambda: registry().alias,
         min_length=1,
         description="alias to follow; `latest` = newest version (default: registry.alias)",
+    )
+    model_dir: Path | None = Field(
+        None,
+        description="serve the newest `<version>/model.onnx` of this folder instead of the "
+        "registry alias (unset: the registry)",
     )
     poll_interval_s: float = Field(10.0, gt=0, le=3600, description="registry check period")
     registry_timeout_s: float = Field(5.0, gt=0, le=300, description="per MLflow request")
@@ -113,6 +119,18 @@ class ApiSettings(BaseSettings):
         True, description="answer POST /predict and V2 infer without FastAPI's routing"
     )
     access_log: bool = Field(False, description="one log line per request (costs throughput)")
+    proxy_headers: bool = Field(
+        False,
+        description="take the client's address from X-Forwarded-For (and the scheme from "
+        "X-Forwarded-Proto) when the peer is in IRIS_API_FORWARDED_ALLOW_IPS: behind a proxy, "
+        "the /suggest rate limit and the access log then see the real client",
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="peers (comma-separated addresses or networks, `*`) whose forwarded "
+        "headers are trusted when IRIS_API_PROXY_HEADERS is on",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("feedback_store_url")

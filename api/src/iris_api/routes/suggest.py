@@ -8,9 +8,10 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Header, Request
 
-from iris_api.deps import AccessDep, FollowerDep, MetricsDep, OutboxDep, body_schema, parse
+from iris_api.bodies import JSON_ONLY, body_schema, read_json, require
+from iris_api.deps import AccessDep, FollowerDep, MetricsDep, OutboxDep
 from iris_api.errors import JSONBytes
-from iris_api.routes.predict import ERRORS
+from iris_api.routes.predict import ERRORS, JSON_BODY
 from iris_api.schemas import SUGGEST_EXAMPLES, ErrorBody, SuggestInput, SuggestOutput
 from iris_core import CLASS_NAMES
 
@@ -53,7 +54,8 @@ async def suggest(
     and every few rows (5 by default) fine-tunes the model. 503 if the store cannot take the
     row (nothing is stored then)."""
     access.check(authorization, request.client.host if request.client else "unknown")
-    feedback = await parse(request, SuggestInput)
+    require(request.headers.get("content-type", ""), JSON_ONLY, JSON_BODY)
+    feedback = read_json(await request.body(), SuggestInput)
     model = follower.current
     predicted: str | None = None
     if model is not None:

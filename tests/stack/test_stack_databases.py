@@ -1,6 +1,6 @@
 """The stack's databases without a server: the switch, the secrets `up` generates and keeps
 (roles' passwords, the /suggest token), the URLs and settings each service gets, what the
-summary shows. tests/test_pipeline.py runs the stack on a real PostgreSQL cluster."""
+summary shows. tests/stack/test_pipeline.py runs the stack on a real PostgreSQL cluster."""
 
 from __future__ import annotations
 

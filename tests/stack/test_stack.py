@@ -1,6 +1,6 @@
 """`iris-stack` without servers: settings errors, stale pid files, what `status` reports (against
 stand-ins answering on loopback: HTTP, and PostgreSQL's first handshake), stopping a process
-group. The commands run in this process; tests/test_pipeline.py runs them as processes against
+group. The commands run in this process; tests/stack/test_pipeline.py runs them as processes against
 the real services."""
 
 from __future__ import annotations

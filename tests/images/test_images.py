@@ -57,7 +57,7 @@ from iris_testing.prefect_rest import PrefectRest
 
 pytestmark = [pytest.mark.integration, pytest.mark.images]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: The API's registry poll period here (seconds), through the chart's api.env.
 POLL_S = 1
 #: Growth over the base image (MB) no image may exceed: the API under 180 MB; training and

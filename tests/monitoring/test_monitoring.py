@@ -30,7 +30,7 @@ from iris_testing.api import api_process
 from iris_testing.feedback import FeedbackCase
 from iris_testing.ports import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "k8s" / "grafana" / "iris-dashboard.json"
 WINDOW = 200  # IRIS_API_DRIFT_WINDOW for these tests
 BOUND = 0.25  # the IrisInputDrift alert's bound
@@ -161,7 +161,9 @@ def predict(client: httpx.Client, x: np.ndarray, sent: Counter[str]) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # both: tests/test_feedback.py
+@pytest.mark.parametrize(
+    "store_url", ["sqlite"], indirect=True
+)  # both: tests/finetune/test_feedback.py
 def test_prometheus_sees_the_traffic_every_panel_answers_and_drift_moves_with_the_inputs(
     monitored: tuple[httpx.Client, PromQL], data_dir: Path
 ) -> None:

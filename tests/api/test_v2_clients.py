@@ -22,9 +22,8 @@ from tritonclient.utils import InferenceServerException
 
 from iris_core import CLASS_NAMES, EXAMPLES
 from iris_testing.api import api_process
-from iris_testing.training import Registered
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.integration  # a real API process
 
 ROWS = np.array(list(EXAMPLES.values()), dtype=np.float32)
 
@@ -32,23 +31,29 @@ ROWS = np.array(list(EXAMPLES.values()), dtype=np.float32)
 @pytest.fixture(scope="module", params=[True, False], ids=["fast-path", "fastapi-route"])
 def api(
     request: pytest.FixtureRequest,
-    registered: Registered,
+    model_dir: Path,
     api_bin: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
+    """The API process serving the model folder's version 1 (the protocol does not depend on
+    where the model comes from; no MLflow needed)."""
     with api_process(
         tmp_path_factory.mktemp("api"),
-        registered.tracking_uri,
-        registered.model_name,
+        "http://127.0.0.1:9",  # no registry: the folder is the source
+        "IrisModel",
         api_bin,
-        env={"IRIS_API_FAST_PATH": str(request.param).lower(), "IRIS_API_BATCH_LIMIT": "50"},
+        env={
+            "IRIS_API_MODEL_DIR": str(model_dir),
+            "IRIS_API_FAST_PATH": str(request.param).lower(),
+            "IRIS_API_BATCH_LIMIT": "50",
+        },
     ) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def version(registered: Registered) -> str:
-    return registered.outcome.versions[registered.model_name]
+def version() -> str:
+    return "1"
 
 
 @pytest.fixture
@@ -83,7 +88,7 @@ def test_tritonclient_metadata_health_config_statistics_repository(
         {"name": "iris", "version": version, "state": "READY", "reason": ""}
     ]
     c.load_model("iris")  # asks the registry now: the version served is still the alias'
-    with pytest.raises(InferenceServerException, match="registry alias") as refused:
+    with pytest.raises(InferenceServerException, match="not unloaded on request") as refused:
         c.unload_model("iris")
     assert refused.value.status() == "409"
     c.infer("iris", [_input(ROWS, binary=True)])

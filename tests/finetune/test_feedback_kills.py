@@ -52,7 +52,7 @@ from iris_testing.training import Registered
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "a-feedback-token-of-the-tests"  # noqa: S105 (a test token)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 #: The API watches closely in these tests: the store every second, a row pending 3 s gets a

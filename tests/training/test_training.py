@@ -29,7 +29,7 @@ from iris_training.train import Outcome, train
 
 pytestmark = pytest.mark.integration  # a real MLflow server, iris-train processes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

@@ -39,7 +39,7 @@ from iris_testing.project import copy_pipeline
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DATA_OUTS = ("data/data.csv", "data/train.csv", "data/test.csv", "data/classes.json")
 SETOSA = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}

@@ -1,59 +1,37 @@
-"""The prediction API in process (TestClient, lifespan and all) against a real MLflow server:
-answers, bad input, the registry follower's decisions, Open Inference Protocol shapes."""
+"""The prediction API in process (TestClient, lifespan and all) serving a model from a folder:
+answers, bad input, limits, the OpenAPI document, what each prediction records, following a
+new version and refusing a broken one. Every test with `client` runs through the ASGI fast
+path and through FastAPI's routes."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
 import json
+import shutil
 import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from mlflow.tracking import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from iris_api.app import create_app
 from iris_api.follower import ModelFollower
-from iris_api.model import ModelError
 from iris_api.settings import ApiSettings
+from iris_api.sources import MODEL_FILE
 from iris_core import CLASS_NAMES, EXAMPLES, FEATURES, MEASUREMENT_MAX_CM
-from iris_testing.ports import free_port
-from iris_testing.training import Registered
-
-pytestmark = pytest.mark.integration
+from iris_testing.models import OnnxModel, put_version
+from tests.api.conftest import api_settings
 
 SETOSA = dict(zip(FEATURES, EXAMPLES["Iris-setosa"], strict=True))
 JSON = {"content-type": "application/json"}
-NO_PREFECT = f"http://127.0.0.1:{free_port()}/api"
 
 
-def settings(registered: Registered, **overrides: Any) -> ApiSettings:
-    values: dict[str, Any] = {
-        "tracking_uri": registered.tracking_uri,
-        "model_name": registered.model_name,
-        "batch_limit": 5,
-        "prefect_api_url": NO_PREFECT,  # none here: tests/test_feedback.py has a real one
-    }
-    return ApiSettings(**(values | overrides))
-
-
-@pytest.fixture(scope="module", params=[True, False], ids=["fast-path", "fastapi-route"])
-def client(request: pytest.FixtureRequest, registered: Registered) -> Iterator[TestClient]:
-    """Every test here runs twice: /predict by the ASGI fast path and by the FastAPI route."""
-    with TestClient(create_app(settings(registered, fast_path=request.param))) as c:
-        yield c
-
-
-def test_predict_answers_with_class_probabilities_and_version(
-    client: TestClient, registered: Registered
-) -> None:
+def test_predict_answers_with_class_probabilities_and_version(client: TestClient) -> None:
     answer = client.post("/predict", json=SETOSA)
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -61,7 +39,7 @@ def test_predict_answers_with_class_probabilities_and_version(
     assert body["class_index"] == 0
     assert list(body["probabilities"]) == list(CLASS_NAMES)
     assert sum(body["probabilities"].values()) == pytest.approx(1, abs=1e-5)
-    assert body["model_version"] == registered.outcome.versions[registered.model_name]
+    assert body["model_version"] == "1"
 
 
 def test_batch_answers_row_by_row_like_single_predictions(client: TestClient) -> None:
@@ -148,15 +126,11 @@ def test_batch_limits(client: TestClient) -> None:
     assert _loc(bad_row) == [["body", "instances", 1, "petal_width"]]
 
 
-def test_model_endpoint_names_the_served_version(
-    client: TestClient, registered: Registered
-) -> None:
+def test_model_endpoint_names_the_served_version(client: TestClient, onnx_model: OnnxModel) -> None:
     info = client.get("/model").json()
-    assert info["name"] == registered.model_name
-    assert info["version"] == registered.outcome.versions[registered.model_name]
-    assert info["alias"] == "champion"
-    assert info["run_id"]
-    assert info["test_accuracy"] == pytest.approx(registered.outcome.test_accuracy, abs=1e-4)
+    assert info["name"] == ApiSettings().model_name
+    assert (info["version"], info["alias"], info["run_id"]) == ("1", "newest", "")
+    assert info["test_accuracy"] == pytest.approx(onnx_model.test_accuracy, abs=1e-4)
     assert info["loaded_at"].endswith("Z")
 
 
@@ -165,8 +139,8 @@ def _tensor(rows: list[Any], **overrides: Any) -> dict[str, Any]:
     return {"inputs": [tensor | overrides]}
 
 
-def test_open_inference_protocol(client: TestClient, registered: Registered) -> None:
-    version = registered.outcome.versions[registered.model_name]
+def test_open_inference_protocol(client: TestClient) -> None:
+    version = "1"
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").json()["ready"] is True
     assert client.get("/v2/models/iris/ready").status_code == 200
@@ -240,75 +214,68 @@ def test_docs_examples_are_rows_of_the_test_set(data_dir: Path, client: TestClie
     assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
 
 
-def test_without_the_model_not_ready_names_the_reason(registered: Registered) -> None:
-    app = create_app(settings(registered, model_name="NoSuchModel", poll_interval_s=60))
+def test_without_a_model_not_ready_names_the_reason(tmp_path: Path) -> None:
+    app = create_app(api_settings(tmp_path, poll_interval_s=60))
     with TestClient(app) as client:
         ready = client.get("/v2/health/ready")
         assert ready.status_code == 503
-        assert "models:/NoSuchModel@champion is not in the registry" in ready.json()["reason"]
+        assert f"no <version>/model.onnx in {tmp_path}" in ready.json()["reason"]
         answer = client.post("/predict", json=SETOSA)
         assert answer.status_code == 503
         assert answer.headers["retry-after"] == "60"
-        assert "NoSuchModel" in answer.json()["detail"]
+        assert str(tmp_path) in answer.json()["detail"]
         assert client.get("/v2/health/live").status_code == 200
         assert "iris_model_loaded 0.0" in client.get("/metrics").text
 
 
-def _model_id(source: str | None) -> str:
-    """MLflow 3 wants the logged model's id with a `models:/m-...` source (the REST answer
-    for a version leaves `model_id` empty)."""
-    assert source is not None
-    return source.removeprefix("models:/")
-
-
-def test_a_version_that_fails_to_load_keeps_the_old_one_and_is_counted(
-    registered: Registered,
+def test_a_new_version_is_followed_without_a_failed_request_and_a_broken_one_refused(
+    tmp_path: Path, onnx_model: OnnxModel
 ) -> None:
-    """A model of its own whose alias moves to a version with no ONNX flavour: refused."""
-    mlflow = MlflowClient(registered.tracking_uri)
-    good = mlflow.get_model_version(
-        registered.model_name, registered.outcome.versions[registered.model_name]
-    )
-    name = f"{registered.model_name}-broken"
-    mlflow.create_registered_model(name)
-    first = mlflow.create_model_version(
-        name, str(good.source), run_id=good.run_id, model_id=_model_id(good.source)
-    )
-    mlflow.set_registered_model_alias(name, "champion", first.version)
-    app = create_app(settings(registered, model_name=name, poll_interval_s=60))
+    """Predictions go on while version 2 lands in the folder: every answer 200, the switch
+    within the poll interval, never back; version 3, whose file onnxruntime cannot read, is
+    refused and counted, and version 2 keeps serving."""
+    put_version(tmp_path, 1, onnx_model)
+    app = create_app(api_settings(tmp_path, poll_interval_s=0.1))
     with TestClient(app) as client:
-        follower: ModelFollower = app.state.follower
-        sklearn = mlflow.get_model_version_by_alias(
-            registered.registry.sklearn_model_name, "champion"
-        )
-        bad = mlflow.create_model_version(
-            name, str(sklearn.source), run_id=sklearn.run_id, model_id=_model_id(sklearn.source)
-        )
-        mlflow.set_registered_model_alias(name, "champion", bad.version)
-        with pytest.raises(ModelError, match="no ONNX flavour"):
-            follower.fetch()
-        assert client.post("/predict", json=SETOSA).json()["model_version"] == first.version
+        seen: list[str] = []
+        failed: list[int] = []
+        stop = threading.Event()
+
+        def ask() -> None:
+            while not stop.is_set():
+                answer = client.post("/predict", json=SETOSA)
+                if answer.status_code != 200:
+                    failed.append(answer.status_code)
+                else:
+                    seen.append(answer.json()["model_version"])
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        try:
+            time.sleep(0.3)
+            put_version(tmp_path, 2, onnx_model)
+            landed = time.monotonic()
+            while "2" not in seen[-5:]:
+                assert time.monotonic() - landed < 5, "version 2 was not followed"
+                time.sleep(0.05)
+            (tmp_path / ".3.partial").mkdir()
+            (tmp_path / ".3.partial" / MODEL_FILE).write_bytes(b"not a model")
+            (tmp_path / ".3.partial").rename(tmp_path / "3")
+            deadline = time.monotonic() + 5
+            while 'iris_model_reloads_total{result="failure"} 0.0' in client.get("/metrics").text:
+                assert time.monotonic() < deadline, "the broken version was not refused"
+                time.sleep(0.05)
+            time.sleep(0.3)  # a few more answers after the refusal
+        finally:
+            stop.set()
+            asking.join()
+        assert failed == []
+        first_two = seen.index("2")
+        assert set(seen[:first_two]) == {"1"}
+        assert set(seen[first_two:]) == {"2"}  # never back, never the broken one
         assert client.get("/v2/health/ready").status_code == 200
-        metrics = client.get("/metrics").text
-        assert 'iris_model_reloads_total{result="failure"} 1.0' in metrics
-        assert 'iris_model_reloads_total{result="success"} 1.0' in metrics
-        assert f'version="{first.version}"' in metrics
-
-        mlflow.set_registered_model_alias(name, "champion", first.version)
-        assert follower.fetch() is None  # the version served already: nothing to do
-
-
-def test_latest_follows_the_newest_version(registered: Registered) -> None:
-    app = create_app(settings(registered, model_alias="latest", poll_interval_s=60))
-    with TestClient(app) as client:
-        newest = max(
-            int(v.version)
-            for v in MlflowClient(registered.tracking_uri).search_model_versions(
-                f"name='{registered.model_name}'"
-            )
-        )
-        assert client.get("/model").json()["version"] == str(newest)
-        assert client.get("/model").json()["alias"] == "latest"
+        assert 'iris_model_reloads_total{result="success"} 2.0' in client.get("/metrics").text
+        shutil.rmtree(tmp_path / "3")
 
 
 def test_bad_settings_name_their_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -325,46 +292,6 @@ def test_bad_settings_name_their_variable(monkeypatch: pytest.MonkeyPatch) -> No
     assert "IRIS_API_BATCH_LIMIT: Input should be a valid integer" in text
 
 
-class Portal(BaseHTTPRequestHandler):
-    """What a captive portal or a misrouted proxy answers: 200 and a web page, for anything."""
-
-    def do_GET(self) -> None:
-        page = b"<html><body>Please sign in</body></html>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(page)))
-        self.end_headers()
-        self.wfile.write(page)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-def test_a_registry_answering_web_pages_leaves_the_api_live_not_ready_and_following() -> None:
-    portal = ThreadingHTTPServer(("127.0.0.1", 0), Portal)
-    threading.Thread(target=portal.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{portal.server_address[1]}"
-        app = create_app(ApiSettings(tracking_uri=url, poll_interval_s=0.2))
-        with TestClient(app) as client:
-            time.sleep(1)  # several checks, each failing
-            ready = client.get("/v2/health/ready")
-            assert ready.status_code == 503
-            assert "non-JSON" in ready.json()["reason"]
-            assert client.get("/v2/health/live").status_code == 200
-            follower: ModelFollower = app.state.follower
-            assert follower._task is not None
-            assert not follower._task.done()  # still following
-            errors = [
-                line for line in client.get("/metrics").text.splitlines()
-                if line.startswith("iris_registry_errors_total")
-            ]  # fmt: skip
-            assert float(errors[0].split()[1]) >= 3
-    finally:
-        portal.shutdown()
-        portal.server_close()
-
-
 def test_suggest_is_documented_with_its_answers_and_examples(client: TestClient) -> None:
     operation = client.get("/openapi.json").json()["paths"]["/suggest"]["post"]
     assert {"202", "401", "403", "409", "415", "422", "429", "503"} <= set(operation["responses"])
@@ -378,7 +305,7 @@ def test_suggest_without_a_feedback_store_is_refused_with_503_and_counted(
     client: TestClient,
 ) -> None:
     """No store configured: nothing can be stored, so nothing is accepted (503 naming the
-    setting, Retry-After) and the refusal is counted. tests/test_feedback.py has real stores."""
+    setting, Retry-After) and the refusal is counted. tests/finetune/test_feedback.py has real stores."""
     before = _sample(client, "iris_feedback_failures_total")
     answer = client.post("/suggest", json=SETOSA | {"class_name": "Iris-setosa"})
     assert answer.status_code == 503
@@ -470,8 +397,8 @@ def test_the_follower_points_the_drift_monitor_at_the_model_it_swaps_in(
     assert monitor.reference == served.reference
 
 
-def test_without_input_monitoring_predictions_are_still_counted(registered: Registered) -> None:
-    with TestClient(create_app(settings(registered, input_monitoring=False))) as client:
+def test_without_input_monitoring_predictions_are_still_counted(model_dir: Path) -> None:
+    with TestClient(create_app(api_settings(model_dir, input_monitoring=False))) as client:
         assert client.post("/predict", json=SETOSA).status_code == 200
         assert client.post("/v2/models/iris/infer", json=_tensor(_ROWS)).status_code == 200
         assert _recorded(client) == {
@@ -499,3 +426,19 @@ def test_huge_integers_are_a_422_not_a_500(
     answer = client.post(path, json=body)
     assert answer.status_code == 422, answer.text
     assert loc in _loc(answer)
+
+
+@pytest.mark.parametrize("literal", ["1e-300", "1e-46"])
+def test_a_measurement_that_is_0_in_float32_is_refused_like_a_0(
+    client: TestClient, literal: str
+) -> None:
+    """The schema checks float64 (1e-300 > 0); the models take float32, where it is 0. The
+    check after the cast refuses it, as a 0 sent as binary data is (tests/api/test_v2.py)."""
+    raw = json.dumps(SETOSA).replace("1.4", literal)
+    answer = client.post("/predict", content=raw, headers=JSON)
+    assert answer.status_code == 422, answer.text
+    [problem] = answer.json()["detail"]
+    assert (problem["loc"], problem["type"]) == (["body", "petal_length"], "greater_than")
+    rows = '{"instances": [' + json.dumps(SETOSA) + ", " + raw + "]}"
+    batch = client.post("/predict/batch", content=rows, headers=JSON)
+    assert _loc(batch) == [["body", "instances", 1, "petal_length"]]

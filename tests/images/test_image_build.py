@@ -1,6 +1,6 @@
 """The image build's helpers without Docker: what `scripts/image_venv.py` cuts from and keeps in
 an environment, how it splits our files out, and which Debian mirror
-`scripts/local-base-image.sh` takes from apt's sources. `tests/test_images.py` runs the images."""
+`scripts/local-base-image.sh` takes from apt's sources. `tests/images/test_images.py` runs the images."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TAG = sys.implementation.cache_tag
 
 

@@ -26,7 +26,7 @@ from iris_finetune.tune import feedback_arrays, fine_tune, warm_start
 from iris_testing.training import Registered
 from iris_training.dataset import load_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ROW = Feedback((5.1, 3.5, 1.4, 0.2), "Iris-setosa")
 
 

@@ -181,7 +181,7 @@ def test_a_bad_row_stops_prepare_with_file_line_and_column(
         [
             BIN / "iris-prepare",
             "--params",
-            Path(__file__).parents[1] / "params.yaml",
+            Path(__file__).parents[2] / "params.yaml",
             "--data",
             tmp_path / "data.csv",
             "--out-dir",
@@ -201,7 +201,7 @@ def test_a_bad_row_stops_prepare_with_file_line_and_column(
 def test_a_bad_params_file_is_named_with_its_key(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text(
-        (Path(__file__).parents[1] / "params.yaml")
+        (Path(__file__).parents[2] / "params.yaml")
         .read_text()
         .replace("test_size: 0.2", "test_size: 2")
     )

@@ -75,7 +75,7 @@ def api(
         env={
             "IRIS_API_POLL_INTERVAL_S": str(POLL_S),
             "IRIS_API_BATCH_LIMIT": "50",
-            # No Prefect here (tests/test_feedback.py has one): /suggest answers 503.
+            # No Prefect here (tests/finetune/test_feedback.py has one): /suggest answers 503.
             "IRIS_API_PREFECT_API_URL": NO_PREFECT,
         },
     ) as url:
@@ -331,3 +331,39 @@ def test_starts_without_mlflow_then_follows_it_and_keeps_serving_once_it_is_gone
         assert client.get("/v2/health/ready").status_code == 200
         errors = _samples(client.get("/metrics").text, "iris_registry_errors_total")
         assert errors[()] >= 2  # before MLflow came, and after it went
+
+
+@pytest.mark.parametrize(
+    ("proxy_headers", "access_log", "limited"),
+    [("false", "true", True), ("true", "false", False)],
+    ids=["peer-is-the-client-with-the-access-log-on", "forwarded-client-without-the-log"],
+)
+def test_who_the_rate_limit_counts_is_its_own_setting_not_the_access_logs(
+    tmp_path: Path, model_dir: Path, api_bin: Path, proxy_headers: str, access_log: str,
+    limited: bool,
+) -> None:  # fmt: skip
+    """Two clients behind one proxy (this machine) at 2 suggestions a minute each. Without
+    IRIS_API_PROXY_HEADERS the proxy is the client, whatever the access log does: the second
+    client's first suggestion is its third, 429. With it, X-Forwarded-For names each client."""
+    env = {
+        "IRIS_API_MODEL_DIR": str(model_dir),
+        "IRIS_API_PROXY_HEADERS": proxy_headers,
+        "IRIS_API_ACCESS_LOG": access_log,
+        "IRIS_API_FEEDBACK_RATE_LIMIT": "2/minute",
+        "IRIS_FEEDBACK_STORE_URL": f"sqlite:///{tmp_path / 'feedback.db'}",
+        "IRIS_API_PREFECT_API_URL": NO_PREFECT,  # the rows are stored, their runs wait
+    }
+    flower = dict(zip(FEATURES, (5.1, 3.5, 1.4, 0.2), strict=True)) | {"class_name": "Iris-setosa"}
+    with (
+        api_process(tmp_path / "api", "http://127.0.0.1:9", "IrisModel", api_bin, env) as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+
+        def suggest(who: str) -> int:
+            return client.post(
+                "/suggest", json=flower, headers={"X-Forwarded-For": who}
+            ).status_code
+
+        assert [suggest("192.0.2.1"), suggest("192.0.2.1")] == [202, 202]
+        assert suggest("192.0.2.2") == (429 if limited else 202)
+        assert suggest("192.0.2.1") == 429

@@ -37,7 +37,7 @@ from iris_testing.training import Registered
 
 pytestmark = pytest.mark.integration  # MLflow, Prefect, workers, the API, PostgreSQL
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 POLL_S = 1.0
 FLOWER = dict(zip(FEATURES, EXAMPLES["Iris-setosa"], strict=True))
 TOKEN = "a-feedback-token-of-the-tests"  # noqa: S105 (a test token)
@@ -231,7 +231,7 @@ def test_two_hundred_concurrent_suggestions_are_applied_once_and_fine_tune_forty
     }
 
 
-# --- crashes (the kill matrix is tests/test_feedback_kills.py) --------------------------------
+# --- crashes (the kill matrix is tests/finetune/test_feedback_kills.py) --------------------------------
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)

@@ -1,6 +1,6 @@
 """The feedback store (outbox) on both backends: a SQLite file, and a real PostgreSQL server
 started for the session (a new database per test). Concurrency and crashes use real
-processes (`tests.feedback_worker`), killed with SIGKILL where a crash is the point."""
+processes (`tests.core.feedback_worker`), killed with SIGKILL where a crash is the point."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from iris_stack.postgres import Postgres
 from iris_stack.process import ServiceError
 from iris_testing.ports import free_port
 from iris_testing.postgres import PASSWORD, THROWAWAY, new_database, postgres_cluster
-from tests import feedback_worker
+from tests.core import feedback_worker
 
 ROW = (5.1, 3.5, 1.4, 0.2)
 SETOSA = "Iris-setosa"
@@ -100,12 +100,12 @@ def applied_rows(store: FeedbackStore) -> list[tuple[int, str, int | None, str |
 #: Worker processes fork from a server that imported the store and nothing else: a few
 #: milliseconds each, instead of a new interpreter importing SQLAlchemy.
 PROCESSES = multiprocessing.get_context("forkserver")
-PROCESSES.set_forkserver_preload(["tests.feedback_worker"])
+PROCESSES.set_forkserver_preload(["tests.core.feedback_worker"])
 
 
 @dataclass
 class Worker:
-    """A `tests.feedback_worker` process and our end of its pipe."""
+    """A `tests.core.feedback_worker` process and our end of its pipe."""
 
     process: BaseProcess
     pipe: Connection
