@@ -55,7 +55,7 @@ screenshots: sync  ## with the stack up: a little traffic, then Chromium screens
 test: sync test-tools k8s-tools  ## the whole test suite, with real MLflow, Prefect and API servers (what CI runs)
 	$(RUN) pytest -m "not images"
 
-test-fast: sync test-tools k8s-tools  ## the unit tier: no servers, no processes of ours (under 30 s)
+test-fast: sync  ## the unit tier: no servers, no processes of ours, no tools to install (under 30 s)
 	$(RUN) pytest -m unit
 
 lint: sync  ## uv.lock up to date, ruff, formatting and mypy (strict)

@@ -81,7 +81,7 @@ def create_app(settings: ApiSettings | None = None, source: ModelSource | None =
         redoc_url=None,
         # FastAPI's OpenTelemetry bridge acts only when an OpenTelemetry SDK is configured in
         # the process, which this service (Prometheus metrics) never does; left on, it asks
-        # the global providers (environment lookups) on every request, ~5 % of a prediction.
+        # the global providers (environment lookups) on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     # Read by the data plane's routes (iris_api.rest) and the others' dependencies

@@ -4,10 +4,10 @@ and the one check every measurement passes once it is float32, the models' input
 it came (`check_rows`). Problems are reported in pydantic's shape (`problem`), so every 422
 reads alike.
 
-The prediction routes read their body themselves: pydantic validates the raw bytes in one Rust
-call, where FastAPI's body parameters would decode JSON in Python, then validate, then solve
-dependencies; on a ~10 us inference that machinery was most of the time per request. The
-OpenAPI document still describes each body (`body_schema`).
+The prediction endpoints read their body themselves: pydantic validates the raw bytes in one
+Rust call, where FastAPI's body parameters would decode JSON in Python, then validate, then
+solve dependencies (docs/benchmarks.md has what each costs). The OpenAPI document still
+describes each body (`body_schema`).
 """
 
 from __future__ import annotations

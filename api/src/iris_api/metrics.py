@@ -45,10 +45,10 @@ ROUTES_REMEMBERED = 1024
 
 class RouteCache(PrometheusInstrumentatorMiddleware):
     """The instrumentator's middleware, remembering the route each method and path matched.
-    It looks every request's route up by matching it against each route in turn (with
-    FastAPI >= 0.116 also re-listing every included router's routes), which cost as much as
-    the prediction itself; the answer for a path never changes once the app runs. Paths no
-    route matched (404s: anything a client makes up) are not remembered."""
+    It looks every request's route up by matching it against each route in turn (FastAPI
+    re-lists every included router's routes for it), and the answer for a path never changes
+    once the app runs (docs/benchmarks.md). Paths no route matched (404s: anything a client
+    makes up) are not remembered."""
 
     def __init__(self, app: ASGIApp, /, **options: Any) -> None:
         super().__init__(app, **options)
@@ -81,7 +81,7 @@ class HttpMetrics:
     them (names, help, labels, buckets: our REQUEST_BUCKETS for the high-resolution latency,
     its own for the others), recorded with each label set's children kept: its function
     looks the children up by label values on every request (five lookups, each under a lock,
-    from lists built by `getattr`), which was a fifth of a prediction's time."""
+    from lists built by `getattr`); this does it once per label set (docs/benchmarks.md)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry

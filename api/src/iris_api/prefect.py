@@ -107,7 +107,7 @@ class PrefectRuns:
         self._deployment_id: str | None = None
         self._lookup = asyncio.Lock()
         # A Prefect server on SQLite takes one write at a time and answers the others 503 at
-        # once (19 of 20 concurrent create_flow_run calls, measured): queue them here instead.
+        # once: queue them here instead.
         self._slots = asyncio.Semaphore(settings.prefect_concurrency)
 
     @property

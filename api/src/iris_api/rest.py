@@ -5,8 +5,8 @@ and both get it:
 
 - `FastPath`, ASGI middleware that answers the table's endpoints for the served model straight
   from the scope (a dict look-up for fixed paths, a prefix and suffix for a version), skipping
-  routing and FastAPI's request machinery: on one uvicorn worker those took more time than
-  parsing, inference and serialisation together (docs/benchmarks.md);
+  routing and FastAPI's request machinery, which cost more than the prediction itself
+  (docs/benchmarks.md);
 - FastAPI routes (`add_routes`), which document the endpoints in the OpenAPI document, name
   them in the HTTP metrics, answer what the fast path leaves (another model's name: its 404),
   and all of them with IRIS_API_FAST_PATH=false.

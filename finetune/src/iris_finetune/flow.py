@@ -18,7 +18,6 @@ root (`local`: a process work pool; `kubernetes`: a pod per run from the finetun
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -154,27 +153,24 @@ def fine_tune(
     run_id: str,
     lease: Lease,
 ) -> TuneOutcome:
-    """The fine-tune `claim` holds, each step a task, the lease checked before each. Its
-    checkpoint (kept with the claim once the MLflow run is complete) lets a run that takes it
-    over register that result instead of tuning again; without one, an earlier attempt's
-    MLflow run left RUNNING is marked KILLED and the fine-tune starts over."""
-    if claim.checkpoint is not None:
-        from iris_finetune.tune import Evaluated  # noqa: PLC0415
+    """The fine-tune `claim` holds: `iris_finetune.tune.fine_tune` with each step a task and the
+    lease checked before each. Its checkpoint (kept with the claim once the MLflow run is
+    complete) lets a run that takes it over register that result instead of tuning again;
+    without one, an earlier attempt's MLflow run left RUNNING is marked KILLED and the
+    fine-tune starts over."""
+    from iris_finetune import tune as steps  # noqa: PLC0415
 
+    if claim.checkpoint is not None:
         lease.check()
-        return register(settings, Evaluated.from_checkpoint(claim.checkpoint))
+        return register(settings, steps.Evaluated.from_checkpoint(claim.checkpoint))
     if claim.previous_run_id is not None and claim.previous_run_id != run_id:
         abandon_attempts(settings, claim.rows, claim.previous_run_id)
-    with tempfile.TemporaryDirectory(prefix="iris-finetune-") as tmp:
-        lease.check()
-        parent = load_champion(settings, Path(tmp))
-        lease.check()
-        tuned = tune(settings, parent, store.rows(claim.rows))
-        lease.check()
-        evaluated = evaluate(settings, parent, tuned, run_id)
+
+    def checkpoint(evaluated: Evaluated) -> None:
         store.checkpoint_finetune(claim.rows, run_id, evaluated.checkpoint(), settings.lease_s)
-        lease.check()
-        return register(settings, evaluated)
+
+    tasks = steps.Steps(load_champion, tune, evaluate, register)
+    return steps.fine_tune(settings, store.rows(claim.rows), run_id, tasks, lease.check, checkpoint)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)

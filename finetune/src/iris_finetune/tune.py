@@ -20,6 +20,7 @@ import logging
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -370,16 +371,43 @@ def abandon_attempts(settings: FinetuneSettings, rows: int, flow_run_id: str) ->
     return [run.info.run_id for run in left]
 
 
+@dataclass(frozen=True, slots=True)
+class Steps:
+    """The four steps, as called: these functions here, or the flow's Prefect tasks around
+    them (so the UI shows the step a run stopped in)."""
+
+    load_champion: Callable[[FinetuneSettings, Path], Parent]
+    tune: Callable[[FinetuneSettings, Parent, list[Feedback]], Tuned]
+    evaluate: Callable[[FinetuneSettings, Parent, Tuned, str], Evaluated]
+    register: Callable[[FinetuneSettings, Evaluated], TuneOutcome]
+
+
 def fine_tune(
-    settings: FinetuneSettings, rows: list[Feedback], flow_run_id: str = ""
+    settings: FinetuneSettings,
+    rows: list[Feedback],
+    flow_run_id: str = "",
+    steps: Steps | None = None,
+    between: Callable[[], None] = lambda: None,
+    evaluated: Callable[[Evaluated], None] = lambda _: None,
 ) -> TuneOutcome:
     """Fine-tune the champion on `rows` (all feedback so far), track it, register if good: the
-    four steps in a row, without Prefect (the flow runs the same steps as tasks)."""
+    four steps in a row (`steps`, default these functions). `between` runs before each step
+    (the flow renews its claim there); `evaluated` gets the MLflow run's result before it is
+    registered (the flow keeps it as its checkpoint)."""
+    steps = steps or STEPS
     with tempfile.TemporaryDirectory(prefix="iris-finetune-") as tmp:
-        parent = load_champion(settings, Path(tmp))
-        tuned = tune(settings, parent, rows)
-        evaluated = evaluate(settings, parent, tuned, flow_run_id)
-        return register(settings, evaluated)
+        between()
+        parent = steps.load_champion(settings, Path(tmp))
+        between()
+        tuned = steps.tune(settings, parent, rows)
+        between()
+        result = steps.evaluate(settings, parent, tuned, flow_run_id)
+        evaluated(result)
+        between()
+        return steps.register(settings, result)
+
+
+STEPS = Steps(load_champion, tune, evaluate, register)
 
 
 def _new_versions(

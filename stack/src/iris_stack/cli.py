@@ -42,6 +42,11 @@ from iris_stack.deploy import deploy_local, wait_pool_ready
 from iris_stack.process import Service, ServiceError, answers, bin_path, stop_group
 from iris_stack.prometheus import prometheus_config
 from iris_stack.services import (
+    API_READY,
+    MLFLOW_HEALTH,
+    PREFECT_HEALTH,
+    PROMETHEUS_READY,
+    WORKER_HEALTH,
     api_server,
     mlflow_server,
     prefect_server,
@@ -189,9 +194,8 @@ def up() -> None:
 
 
 #: Requests the API sends Prefect at a time when Prefect runs on PostgreSQL, which takes
-#: concurrent writes (on SQLite it answers all but one 503, so the API's default is 1). On the
-#: 2 cores measured, 2 to 8 created flow runs about 15 % faster than 1, none retried; 16 was
-#: slower: the Prefect server's CPU is the limit (docs/local-stack.md).
+#: concurrent writes (on SQLite it answers all but one 503, so the API's default is 1); past a
+#: few, the Prefect server's CPU is the limit (docs/benchmarks.md, docs/local-stack.md).
 POSTGRES_PREFECT_CONCURRENCY = 4
 
 
@@ -397,17 +401,16 @@ def status(
 ) -> None:
     """Say which services answer; exit 1 if one does not."""
     settings = load_settings()
+    worker = f"http://{settings.host}:{settings.worker_health_port}"
     checks = {
-        "mlflow": (settings.mlflow_url, f"{settings.mlflow_url}/health"),
-        "prefect": (settings.prefect_url, f"{settings.prefect_url}/health"),
-        "worker": (
-            settings.work_pool,
-            f"http://{settings.host}:{settings.worker_health_port}/health",
-        ),
-        "api": (settings.api_url, f"{settings.api_url}/v2/health/ready"),
+        "mlflow": (settings.mlflow_url, f"{settings.mlflow_url}{MLFLOW_HEALTH}"),
+        "prefect": (settings.prefect_url, f"{settings.prefect_url}{PREFECT_HEALTH}"),
+        "worker": (settings.work_pool, f"{worker}{WORKER_HEALTH}"),
+        "api": (settings.api_url, f"{settings.api_url}{API_READY}"),
     }
     if shutil.which("prometheus"):  # `up` starts it only then
-        checks["prometheus"] = (settings.prometheus_url, f"{settings.prometheus_url}/-/ready")
+        ready = f"{settings.prometheus_url}{PROMETHEUS_READY}"
+        checks["prometheus"] = (settings.prometheus_url, ready)
     probes: dict[str, tuple[str, Callable[[], bool]]] = {}
     if settings.database == "postgres":  # PostgreSQL does not speak HTTP: pg_isready
         where = f"postgresql://{settings.host}:{settings.postgres_port}"

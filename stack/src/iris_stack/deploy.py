@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -15,26 +14,14 @@ from pathlib import Path
 
 import yaml
 
-from iris_stack.process import ServiceError, bin_path
+from iris_stack.process import ServiceError, bin_path, run_checked
 from iris_stack.services import prefect_env
 
 
 def run_prefect(*args: str, env: Mapping[str, str], cwd: Path | None = None) -> str:
     """A `prefect` CLI command (this environment's); its output, or ServiceError with it."""
-    result = subprocess.run(
-        [bin_path("prefect"), "--no-prompt", *args],
-        env={**os.environ, **env, "COLUMNS": "200"},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise ServiceError(
-            f"`prefect {' '.join(args)}` failed (exit {result.returncode}):\n"
-            f"{(result.stdout + result.stderr).strip()[-3000:]}"
-        )
-    return result.stdout
+    command = [bin_path("prefect"), "--no-prompt", *args]
+    return run_checked(command, {**os.environ, **env, "COLUMNS": "200"}, cwd)
 
 
 #: The fine-tuning flow's Prefect automations (created once each, by name).

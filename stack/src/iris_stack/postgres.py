@@ -20,13 +20,12 @@ import secrets
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from iris_stack.process import Service, ServiceError, alive
+from iris_stack.process import Service, ServiceError, alive, gone_within
 from iris_stack.services import LOOPBACK
 
 #: Where Debian's packages put each major version's server binaries (<version>/bin).
@@ -220,13 +219,8 @@ class Postgres:
             return False
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGINT)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            if not alive(pid):
-                return True
-            time.sleep(0.05)
+        if gone_within(pid, grace_s, poll_s=0.05):
+            return True
         raise ServiceError(f"postgres (pid {pid}) still runs {grace_s:g} s after a fast shutdown")
 
     def psql(self, sql: str, variables: Mapping[str, str] | None = None) -> str:

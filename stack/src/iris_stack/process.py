@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +116,18 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def gone_within(pid: int, grace_s: float, poll_s: float = 0.1) -> bool:
+    """Whether `pid` exits within `grace_s` (reaped if it is our child)."""
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        if not alive(pid):
+            return True
+        time.sleep(poll_s)
+    return False
+
+
 def stop_group(pid: int, grace_s: float = 10.0, signals: int = 1) -> bool:
     """SIGTERM the process group led by `pid` (`signals` times, for programs that want a second
     one), wait up to `grace_s`, then SIGKILL. Returns True if something was running."""
@@ -125,16 +137,37 @@ def stop_group(pid: int, grace_s: float = 10.0, signals: int = 1) -> bool:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
         time.sleep(0.2)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        if not alive(pid):
-            return True
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    if not gone_within(pid, grace_s):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
     return True
+
+
+def run_checked(
+    args: Sequence[str | Path],
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin: str | None = None,
+    timeout_s: float = 300,
+) -> str:
+    """A command run to its end; its output, or ServiceError naming the command, its exit code
+    and the end of what it printed."""
+    done = subprocess.run(
+        [str(a) for a in args],
+        input=stdin,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ServiceError(
+            f"`{' '.join(str(a) for a in args)}` failed (exit {done.returncode}):\n"
+            f"{(done.stdout + done.stderr).strip()[-4000:]}"
+        )
+    return done.stdout
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -14,6 +14,13 @@ from pathlib import Path
 from iris_stack.process import Service, bin_path
 
 LOOPBACK = "127.0.0.1"
+#: Where each service says it is up (below its base URL; Prefect's below its API's).
+MLFLOW_HEALTH = "/health"
+PREFECT_HEALTH = "/health"
+WORKER_HEALTH = "/health"
+API_LIVE = "/v2/health/live"
+API_READY = "/v2/health/ready"
+PROMETHEUS_READY = "/-/ready"
 
 
 def mlflow_server(
@@ -44,7 +51,7 @@ def mlflow_server(
             "--artifacts-destination",
             str((state_dir / "artifacts").resolve()),
         ],
-        health_url=f"http://{host}:{port}/health",
+        health_url=f"http://{host}:{port}{MLFLOW_HEALTH}",
         log_path=state_dir / "mlflow.log",
         env={
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
@@ -68,7 +75,7 @@ def api_server(
     return Service(
         name="api",
         argv=[str(bin_dir / "iris-api") if bin_dir else bin_path("iris-api")],
-        health_url=f"http://{host}:{port}/v2/health/live",
+        health_url=f"http://{host}:{port}{API_LIVE}",
         log_path=log_path,
         env={
             "IRIS_API_HOST": host,
@@ -83,7 +90,7 @@ def api_server(
 
 def ready_url(api: Service) -> str:
     """The API's readiness probe: 200 once a model is loaded."""
-    return api.health_url.replace("/v2/health/live", "/v2/health/ready")
+    return api.health_url.replace(API_LIVE, API_READY)
 
 
 #: Prefect without usage reports, quiet about its own update checks.
@@ -102,7 +109,7 @@ def prefect_server(
     return Service(
         name="prefect",
         argv=[bin_path("prefect"), "server", "start", "--host", host, "--port", str(port)],
-        health_url=f"http://{host}:{port}/api/health",
+        health_url=f"http://{host}:{port}/api{PREFECT_HEALTH}",
         log_path=state_dir / "prefect.log",
         env={
             **PREFECT_ENV,
@@ -138,7 +145,7 @@ def prefect_worker(
     return Service(
         name="worker",
         argv=[prefect, "worker", "start", "--pool", pool, "--with-healthcheck"],
-        health_url=f"http://{host}:{health_port}/health",
+        health_url=f"http://{host}:{health_port}{WORKER_HEALTH}",
         log_path=log_path,
         env={
             **prefect_env(api_url, home),
@@ -167,6 +174,6 @@ def prometheus_server(config: Path, state_dir: Path, port: int, host: str = LOOP
             f"--web.listen-address={host}:{port}",
             "--storage.tsdb.retention.time=7d",
         ],
-        health_url=f"http://{host}:{port}/-/ready",
+        health_url=f"http://{host}:{port}{PROMETHEUS_READY}",
         log_path=state_dir / "prometheus.log",
     )
