@@ -1,6 +1,6 @@
-"""The README's "where to change what" points at things that exist: every path, the files and
+"""The README's "where to change what" points at things that exist (every path, the files and
 folders named in parentheses after a folder, the keys named after a YAML file, the modules
-named by their dotted name."""
+named by their dotted name), and `make screenshots` makes every picture docs/ shows."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 
 import yaml
+
+from iris_testing.screenshots import PICTURES
 
 ROOT = Path(__file__).resolve().parents[1]
 CELL = re.compile(r"`([^`]+)`(?:\s*\(([^)]*)\))?")
@@ -70,3 +72,8 @@ def test_the_table_has_rows_and_the_check_finds_what_is_missing() -> None:
 def test_every_place_the_readme_points_at_exists() -> None:
     gone = {what: missing(where) for what, where in where_to_change_what()}
     assert {what: names for what, names in gone.items() if names} == {}
+
+
+def test_make_screenshots_makes_every_picture_of_the_docs() -> None:
+    """So that one `make screenshots` renews them all from a real run, and none goes stale."""
+    assert sorted(p.name for p in (ROOT / "docs").glob("*.png")) == sorted(PICTURES)
