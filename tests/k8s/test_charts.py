@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -217,19 +218,73 @@ def test_no_second_copy_of_the_shared_files() -> None:
         assert digests.get(digest, path) == path, f"{name} repeats {digests.get(digest)}"
 
 
-def job_names(**sets: Any) -> set[str]:
-    return {o["metadata"]["name"] for o in k8s.by_kind(render_iris(**sets), "Job")}
+def jobs(objects: list[k8s.Obj]) -> dict[str, tuple[str, str]]:
+    """component -> (name, pod template as JSON) of the chart's Jobs."""
+    return {
+        j["metadata"]["labels"]["app.kubernetes.io/component"]: (
+            j["metadata"]["name"], json.dumps(j["spec"]["template"], sort_keys=True),
+        )
+        for j in k8s.by_kind(objects, "Job")
+    }  # fmt: skip
 
 
-def test_jobs_run_again_only_for_a_new_image_or_run() -> None:
-    same = job_names()
-    assert job_names() == same  # another render (another deploy): the same Jobs
-    assert job_names(api__replicas=3) == same
-    new_run = job_names(training__run=2)
-    assert len(new_run - same) == 1  # training only
-    new_image = job_names(images__finetune__tag="0.2.0")
-    assert len(new_image - same) == 1  # the registration only
-    assert all(len(n) <= 63 for n in same | new_run | new_image)
+def chart_copy(tmp_path: Path, name: str) -> Path:
+    """charts/iris copied (links to the shared files resolved), to change a file in it."""
+    chart = tmp_path / name / "iris"
+    shutil.copytree(IRIS, chart)
+    return chart
+
+
+def render_chart(chart: Path) -> list[k8s.Obj]:
+    return k8s.helm_template(chart, "iris", "mlops", api_versions=[k8s.MONITORING_API])
+
+
+def test_a_job_keeps_its_name_exactly_while_its_pod_template_stays(tmp_path: Path) -> None:
+    """A Job's spec.template is immutable: `helm upgrade` with another template under the same
+    Job name fails ("field is immutable"). So across deploys with one thing changed at a
+    time, a Job has the same name exactly when it has the same pod template; and a change of
+    prefect.yaml (a ConfigMap the registration mounts) runs the registration again."""
+    bumped = chart_copy(tmp_path, "bumped")  # a new chart version: the helm.sh/chart label
+    chart_yaml = bumped / "Chart.yaml"
+    chart_yaml.write_text(chart_yaml.read_text().replace("version: 0.1.0", "version: 0.1.1", 1))
+    edited = chart_copy(tmp_path, "edited")  # another prefect.yaml in the same image
+    prefect_yaml = edited / "files" / "prefect.yaml"
+    prefect_yaml.write_text(prefect_yaml.read_text() + "# edited\n")
+    renders = {
+        "unchanged": render_iris(),
+        "again": render_iris(),
+        "api replicas": render_iris(api__replicas=3),
+        "training memory": render_iris(training__resources__limits__memory="2Gi"),
+        "training backoff": render_iris(training__backoffLimit=5),
+        "finetune image": render_iris(images__finetune__tag="0.2.0"),
+        "registration cpu": render_iris(registration__resources__limits__cpu="2"),
+        "mlflow url": render_iris(mlflow__url="http://mlflow.mlops:5000"),
+        "prefect url": render_iris(prefect__apiUrl="http://prefect-server.mlops:4200/api"),
+        "chart version": render_chart(bumped),
+        "training run": render_iris(training__run=2),
+        "prefect.yaml": render_chart(edited),
+    }
+    seen: dict[str, tuple[str, str]] = {}  # Job name -> (first render, pod template)
+    named: dict[str, str] = {}  # pod template -> Job name
+    for render, objects in renders.items():
+        assert set(jobs(objects)) == {"training", "registration"}, render
+        for component, (name, template) in jobs(objects).items():
+            assert len(name) <= 63, name
+            first, known = seen.setdefault(name, (render, template))
+            assert known == template, (
+                f"{render}: the {component} Job keeps the name {name} of {first!r} with another "
+                "pod template: helm upgrade fails (field is immutable)"
+            )
+            assert named.setdefault(template, name) == name, (
+                f"{render}: the {component} Job's pod template is unchanged, its name is not"
+            )
+    names = {render: {c: n for c, (n, _) in jobs(o).items()} for render, o in renders.items()}
+    base = names["unchanged"]
+    assert names["again"] == base == names["api replicas"] == names["training backoff"]
+    for render, changed in (("training run", {"training"}), ("finetune image", {"registration"}),
+                            ("prefect.yaml", {"registration"}),
+                            ("chart version", {"training", "registration"})):  # fmt: skip
+        assert {c for c in base if names[render][c] != base[c]} == changed, render
 
 
 def test_helm_test_calls_readiness_and_predict() -> None:

@@ -98,3 +98,11 @@ capabilities:
   ports:
     - {protocol: TCP, port: {{ .port }}}
 {{- end -}}
+
+{{/* A Job's name: <component name>-<hash of its rendered pod template>. The API server
+refuses any change to a Job's pod template, so the same name must always mean the same
+template: `helm upgrade` then replaces a changed Job by a new one and leaves an unchanged
+(finished) one alone. dict "ctx" (root, component) "template" (the pod template as rendered) */}}
+{{- define "iris.jobName" -}}
+{{- printf "%s-%s" (include "iris.componentName" .ctx | trunc 52 | trimSuffix "-") (.template | sha256sum | trunc 10) -}}
+{{- end -}}
