@@ -6,6 +6,7 @@ image tags pinned, no Bitnami images; skaffold.yaml and the kind config against 
 from __future__ import annotations
 
 import json
+import math
 import re
 import tarfile
 from pathlib import Path
@@ -222,6 +223,76 @@ def test_skaffold_builds_and_forwards() -> None:
         assert ("remoteChart" in release) == ("version" in release)
         for f in release.get("valuesFiles", []) + list(release.get("setFiles", {}).values()):
             assert (ROOT / f).is_file(), f
+
+
+def skaffold_upgrades(release: dict[str, Any]) -> bool:
+    """Whether skaffold's helm deployer runs `helm upgrade` for a release that is installed
+    already (skaffold v2 pkg/skaffold/deploy/helm/helm.go, deployRelease): it returns early
+    when upgradeOnChange is false, and when it is unset for a remote chart ("Release %s not
+    upgraded as it is remote..."); a chart folder of ours is upgraded."""
+    flag = release.get("upgradeOnChange")
+    if flag is False:
+        return False
+    return not (flag is None and release.get("remoteChart"))
+
+
+def test_a_redeploy_upgrades_every_release() -> None:
+    """skaffold dev (after any change) and a second skaffold run upgrade every release, so an
+    edit of k8s/values/ or of the base job template reaches the cluster."""
+    releases = k8s.skaffold_config()["deploy"]["helm"]["releases"]
+    skipped = [r["name"] for r in releases if not skaffold_upgrades(r)]
+    assert not skipped, f"installed once, then never upgraded by skaffold: {skipped}"
+    assert not skaffold_upgrades({"remoteChart": "traefik"})  # the model can fail
+    assert not skaffold_upgrades({"chartPath": "charts/iris", "upgradeOnChange": False})
+
+
+def rolling_budget(value: int | str | None, default: str, replicas: int, up: bool) -> int:
+    """maxSurge (rounded up) or maxUnavailable (rounded down) as a number of pods."""
+    value = default if value is None else value
+    if isinstance(value, str) and value.endswith("%"):
+        exact = replicas * int(value[:-1]) / 100
+        return math.ceil(exact) if up else math.floor(exact)
+    return int(value)
+
+
+def test_workloads_on_host_ports_roll_out_on_one_node(rendered: dict[str, list[k8s.Obj]]) -> None:
+    """kind here is one node: a pod on a hostPort (or the host's network) cannot start beside
+    the pod it replaces, so the old one must go first (maxSurge 0, maxUnavailable >= 1, or
+    Recreate); a surge pod would stay Pending and the release time out (15 minutes)."""
+    checked = []
+    for release, objects in rendered.items():
+        for obj in objects:
+            if obj["kind"] not in {"Deployment", "DaemonSet"}:
+                continue
+            pod = k8s.pod_spec(obj) or {}
+            host_ports = pod.get("hostNetwork") or any(
+                "hostPort" in p for c in k8s.containers(obj) for p in c.get("ports") or []
+            )
+            if not host_ports:
+                continue
+            checked.append(f"{release}/{k8s.kind_name(obj)}")
+            spec = obj["spec"]
+            strategy = (
+                spec.get("strategy" if obj["kind"] == "Deployment" else "updateStrategy") or {}
+            )
+            if strategy.get("type") in {"Recreate", "OnDelete"}:
+                continue
+            rolling = strategy.get("rollingUpdate") or {}
+            replicas = spec.get("replicas", 1)
+            # Kubernetes' defaults: a Deployment 25 % / 25 %, a DaemonSet maxSurge 0, maxUnavailable 1
+            surge_default, unavailable_default = (
+                ("25%", "25%") if obj["kind"] == "Deployment" else ("0", "1")
+            )
+            surge = rolling_budget(rolling.get("maxSurge"), surge_default, replicas, up=True)
+            unavailable = rolling_budget(
+                rolling.get("maxUnavailable"), unavailable_default, replicas, up=False
+            )
+            assert (surge, unavailable >= 1) == (0, True), (
+                f"{release}: {k8s.kind_name(obj)} on host ports rolls out with maxSurge {surge}, "
+                f"maxUnavailable {unavailable}: the new pod cannot schedule beside the old one"
+            )
+    assert "traefik/Deployment/traefik" in checked
+    assert "kps/DaemonSet/kps-prometheus-node-exporter" in checked
 
 
 #: kind's Cluster (kind.x-k8s.io/v1alpha4) fields, decoded strictly by kind
