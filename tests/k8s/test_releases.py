@@ -295,6 +295,32 @@ def test_workloads_on_host_ports_roll_out_on_one_node(rendered: dict[str, list[k
     assert "kps/DaemonSet/kps-prometheus-node-exporter" in checked
 
 
+def skaffold_docker_build(artifact: dict[str, Any], local: dict[str, Any]) -> list[str]:
+    """The `docker build` skaffold runs for an artifact (skaffold v2
+    pkg/skaffold/build/docker/docker.go dockerCLIBuild, pkg/skaffold/docker/image.go
+    ToCLIBuildArgs): the CLI is used with BuildKit or any cliFlags; cliFlags are passed as
+    they are; with BuildKit and no push, --load puts the image into the local Docker."""
+    docker = artifact["docker"]
+    args = ["build", artifact["context"], "--file", docker["dockerfile"], "-t", artifact["image"]]
+    args += docker.get("cliFlags", [])
+    if local.get("useBuildkit") and not local.get("push"):
+        args.append("--load")
+    return args
+
+
+def test_images_for_kind_are_built_without_attestations() -> None:
+    """`kind load docker-image` imports `docker save`'s archive with `ctr images import
+    --all-platforms`; from a containerd image store that archive lacks the provenance
+    attestation BuildKit adds by default, and the import fails (kind#3795, kind#4236)."""
+    config = k8s.skaffold_config()["build"]
+    for artifact in config["artifacts"]:
+        args = skaffold_docker_build(artifact, config["local"])
+        assert "--load" in args, args  # built into the local Docker, then loaded into kind
+        assert {"--provenance=false", "--sbom=false"} <= set(args), (
+            f"{artifact['image']}: docker {' '.join(args)} adds attestations"
+        )
+
+
 #: kind's Cluster (kind.x-k8s.io/v1alpha4) fields, decoded strictly by kind
 KIND_CLUSTER = {"kind", "apiVersion", "name", "nodes", "networking", "featureGates", "runtimeConfig",
                 "kubeadmConfigPatches", "kubeadmConfigPatchesJSON6902", "containerdConfigPatches",
