@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from iris_stack.settings import StackSettings
 from iris_testing import k8s
 
 pytestmark = pytest.mark.integration
@@ -97,6 +98,36 @@ def test_grafana_ingress_and_admin_secret(rendered: Rendered) -> None:
     assert env["GF_SECURITY_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "kps-grafana"
     values = yaml.safe_load((ROOT / "k8s" / "values" / "kube-prometheus-stack.yaml").read_text())
     assert "adminPassword" not in values["grafana"]
+
+
+def test_cluster_forwards_have_ports_of_their_own_and_the_servers_accept_them(
+    rendered: Rendered,
+) -> None:
+    """skaffold's port-forwards listen on ports `make up` does not use (a busy port makes
+    skaffold pick a random one); the Prefect UI calls its API through the same forward;
+    MLflow (its own host check, from the locked MLflow) answers the browser on that port and
+    on any other, the in-cluster names, and nothing else."""
+    from mlflow.server.security_utils import is_allowed_host_header  # noqa: PLC0415 (slow import)
+
+    forwards = {f["resourceName"]: f["localPort"] for f in k8s.skaffold_config()["portForward"]}
+    stack = {name: field.default for name, field in StackSettings.model_fields.items()}
+    local_stack = {v for k, v in stack.items() if k.endswith("_port")}
+    assert {stack["api_port"], stack["mlflow_port"], stack["prefect_port"]} <= local_stack
+    assert not set(forwards.values()) & local_stack, (forwards, local_stack)
+    server = k8s.one(rendered["prefect-server"], "Deployment")
+    (container,) = [c for c in k8s.containers(server) if c["name"] == "prefect-server"]
+    ui_api = urlsplit(k8s.plain_env(container)["PREFECT_UI_API_URL"])
+    assert (ui_api.hostname, ui_api.port) == ("localhost", forwards["prefect-server"])
+    config = next(
+        c for c in k8s.by_kind(rendered["mlflow"], "ConfigMap")
+        if "MLFLOW_SERVER_ALLOWED_HOSTS" in (c.get("data") or {})
+    )  # fmt: skip
+    allowed = config["data"]["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    port = forwards["mlflow"]
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "localhost:53127", "mlflow:5000",
+                 "mlflow.mlops.svc.cluster.local:5000"):  # fmt: skip
+        assert is_allowed_host_header(allowed, host), f"MLflow answers 403 to Host {host}"
+    assert not is_allowed_host_header(allowed, "mlflow.attacker.example:5000")
 
 
 def test_alertmanager_routes_every_severity_of_the_rules(rendered: Rendered) -> None:
