@@ -8,6 +8,7 @@ own code, is strictly valid and hardened."""
 from __future__ import annotations
 
 import base64
+import configparser
 import json
 import re
 from collections.abc import Iterator
@@ -128,6 +129,25 @@ def test_cluster_forwards_have_ports_of_their_own_and_the_servers_accept_them(
                  "mlflow.mlops.svc.cluster.local:5000"):  # fmt: skip
         assert is_allowed_host_header(allowed, host), f"MLflow answers 403 to Host {host}"
     assert not is_allowed_host_header(allowed, "mlflow.attacker.example:5000")
+
+
+def test_grafana_links_to_itself_through_the_ingress(rendered: Rendered) -> None:
+    """Grafana's absolute links and redirects use root_url; with Grafana's defaults (protocol
+    http, http_port 3000: conf/defaults.ini) interpolated, it names the ingress's address."""
+    ingress = k8s.one(rendered["kps"], "Ingress")["spec"]
+    host = ingress["rules"][0]["host"]
+    config = next(
+        c
+        for c in k8s.by_kind(rendered["kps"], "ConfigMap")
+        if c["metadata"]["name"] == "kps-grafana"
+    )
+    ini = configparser.ConfigParser(interpolation=configparser.BasicInterpolation())
+    ini.read_dict({"server": {"protocol": "http", "http_port": "3000", "domain": "localhost",
+                              "root_url": "%(protocol)s://%(domain)s:%(http_port)s/"}})  # fmt: skip
+    ini.read_string(config["data"]["grafana.ini"])
+    root = urlsplit(ini.get("server", "root_url"))
+    scheme = "https" if ingress.get("tls") else "http"
+    assert (root.scheme, root.hostname, root.port) == (scheme, host, None), root.geturl()
 
 
 def test_alertmanager_routes_every_severity_of_the_rules(rendered: Rendered) -> None:

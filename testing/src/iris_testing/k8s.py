@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -333,9 +334,16 @@ def image_names() -> dict[str, str]:
 
 
 def flat_keys(values: Any, prefix: str = "") -> Iterator[str]:
-    """Dotted paths of every leaf (and empty map) of a values tree."""
+    """Dotted paths of every leaf (and empty map) of a values tree; a dot within a key is
+    escaped as `--set` writes it (`grafana.grafana\\.ini.server`)."""
     if isinstance(values, dict) and values:
         for key, value in values.items():
-            yield from flat_keys(value, f"{prefix}{key}.")
+            escaped = str(key).replace(".", "\\.")
+            yield from flat_keys(value, f"{prefix}{escaped}.")
     else:
-        yield prefix.rstrip(".")
+        yield prefix.removesuffix(".")
+
+
+def key_path(key: str) -> list[str]:
+    """The keys of a dotted path (`flat_keys`, `--set`): split at dots not escaped."""
+    return [part.replace("\\.", ".") for part in re.split(r"(?<!\\)\.", key)]
