@@ -7,12 +7,14 @@ own code, is strictly valid and hardened."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import configparser
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import pytest
@@ -44,7 +46,6 @@ def test_image_names_agree(images: dict[str, str], rendered: Rendered) -> None:
         assert IRIS_VALUES["images"][member]["repository"] == image.rsplit(":", 1)[0]
     chart = yaml.safe_load((ROOT / "charts" / "iris" / "Chart.yaml").read_text())
     assert {i.rsplit(":", 1)[1] for i in images.values()} == {chart["appVersion"]}
-    assert BASE_JOB_TEMPLATE["variables"]["properties"]["image"]["default"] == images["finetune"]
     used = {c["image"] for o in rendered["iris"] for c in k8s.containers(o)}
     assert used == {images["api"], images["training"], images["finetune"]}
 
@@ -196,6 +197,39 @@ def test_work_pool_agrees(rendered: Rendered) -> None:
         "labels"
     ]
     assert labels == IRIS_VALUES["prefect"]["flowRunPods"]
+
+
+def test_a_flow_run_without_an_image_is_refused_when_it_is_created(images: dict[str, str]) -> None:
+    """skaffold tags the images by their inputs' digest, so no fixed tag (a template default)
+    is ever in kind: a flow run without the `image` job variable would get a pod that cannot
+    pull. The Prefect server's own check of a new flow run's job variables (the pool's
+    template, the deployment's, the run's) refuses it; prefect.yaml's kubernetes deployment,
+    with the image the registration Job gives it, passes."""
+    from prefect.server.api.validation import (  # noqa: PLC0415 (the server's modules: slow)
+        _validate_work_pool_job_variables,
+    )
+    from prefect.utilities.schema_tools.validation import ValidationError  # noqa: PLC0415
+
+    deployment = next(d for d in PREFECT_YAML["deployments"] if d["name"] == "kubernetes")
+    variables = dict(deployment["work_pool"]["job_variables"])
+    assert variables["image"] == "{{ $IRIS_FINETUNE_IMAGE }}"  # the registration Job's env
+    variables["image"] = images["finetune"]
+
+    def check(deployment_variables: dict[str, Any], run_variables: dict[str, Any]) -> None:
+        # the database session serves block references only: the template has none
+        no_session = cast("Any", None)
+        asyncio.run(
+            _validate_work_pool_job_variables(
+                no_session, "iris-kubernetes", BASE_JOB_TEMPLATE, deployment_variables,
+                run_variables, ignore_required=False, ignore_invalid_defaults=True,
+            )
+        )  # fmt: skip
+
+    check(variables, {})
+    without = {k: v for k, v in variables.items() if k != "image"}
+    for deployment_variables, run_variables in ((without, {}), (without, {"image": None})):
+        with pytest.raises(ValidationError, match="image"):
+            check(deployment_variables, run_variables)
 
 
 def test_flow_run_job_is_valid_and_hardened(flow_run_job: k8s.Obj, images: dict[str, str]) -> None:
