@@ -22,6 +22,10 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
 IMAGE_TAG ?= $(VERSION)
 # The kind cluster of k8s/kind-config.yaml
 KIND_CLUSTER := iris-mlops
+# skaffold labels every Deployment's and StatefulSet's pod template with skaffold.dev/run-id, a
+# new UUID each time it runs unless one is given (its --label wins, and its own selectors read
+# that label): a fixed one, so a redeploy with nothing changed restarts nothing.
+SKAFFOLD_FLAGS := --kube-context kind-$(KIND_CLUSTER) --label skaffold.dev/run-id=$(KIND_CLUSTER)
 # The base of every image (a build argument); without a registry: `make base-image`, then
 # PYTHON_IMAGE=$(LOCAL_BASE_IMAGE).
 PYTHON_IMAGE ?= python:3.12-slim
@@ -33,7 +37,7 @@ DOCKER ?= $(shell docker buildx version >/dev/null 2>&1 && echo docker || \
 
 .PHONY: help sync up down status test test-fast test-tools lint screenshots bench bench-serving bench-feedback bench-tools \
 	images image-names base-image test-images image-tools \
-	k8s-tools kind-up kind-down k8s-dev k8s-run k8s-e2e
+	k8s-tools kind-up kind-down k8s-preflight k8s-dev k8s-run k8s-e2e
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
@@ -94,11 +98,14 @@ kind-up:  ## Kubernetes: create the kind cluster (k8s/kind-config.yaml), if miss
 	@kind get clusters 2>/dev/null | grep -qx $(KIND_CLUSTER) || kind create cluster --config k8s/kind-config.yaml
 	kubectl config use-context kind-$(KIND_CLUSTER)
 
-k8s-dev: kind-up  ## Kubernetes: skaffold dev (build, load into kind, deploy all, port-forward, watch)
-	skaffold dev --kube-context kind-$(KIND_CLUSTER) --port-forward
+k8s-preflight:  ## Kubernetes: tools new enough, every pinned image published (scripts/k8s-preflight.sh)
+	@scripts/k8s-preflight.sh
 
-k8s-run: kind-up  ## Kubernetes: skaffold run (build and deploy once, no watching)
-	skaffold run --kube-context kind-$(KIND_CLUSTER)
+k8s-dev: k8s-preflight kind-up  ## Kubernetes: skaffold dev (build, load into kind, deploy all, port-forward, watch)
+	skaffold dev $(SKAFFOLD_FLAGS) --port-forward
+
+k8s-run: k8s-preflight kind-up  ## Kubernetes: skaffold run (build and deploy once, no watching)
+	skaffold run $(SKAFFOLD_FLAGS)
 
 k8s-e2e:  ## Kubernetes: the end-to-end check against the running cluster (scripts/k8s-e2e.sh)
 	scripts/k8s-e2e.sh kind-$(KIND_CLUSTER)

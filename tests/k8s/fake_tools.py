@@ -34,13 +34,19 @@ VERSIONS = {
 LOGGED_ENV = ("BUILDX_NO_DEFAULT_ATTESTATIONS", "DOCKER_BUILDKIT")
 
 
+#: The programs a script may use besides the fakes, for a PATH of nothing else (`system`).
+SYSTEM = ("bash", "sh", "cat", "grep", "head", "mktemp", "rm", "timeout", "dirname", "env")
+
+
 def install(
-    folder: Path, config: Mapping[str, Any], tools: Iterable[str] = TOOLS
+    folder: Path, config: Mapping[str, Any], tools: Iterable[str] = TOOLS, system: bool = False
 ) -> dict[str, str]:
     """Launchers for `tools` in `folder`, the configuration beside them; the environment
     (PATH first) under which the scripts find them. Keys of `config`: versions (tool ->
     output), published and local (image references the registry, the local Docker has),
-    clusters (kind's), engine (false: Docker's engine does not answer), api_up ("1" or "0")."""
+    clusters (kind's), engine (false: Docker's engine does not answer), api_up ("1" or "0").
+    `system`: PATH holds the fakes and SYSTEM only, so a tool left out is not installed (not
+    one of this machine's)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "fake-tools.json").write_text(json.dumps(config))
     real_sleep = shutil.which("sleep")
@@ -56,11 +62,15 @@ def install(
         python.symlink_to(sys.executable)
     state = folder / "state"
     (state / "forwards").mkdir(parents=True, exist_ok=True)
-    return {
-        **os.environ,
-        "PATH": f"{folder}{os.pathsep}{os.environ['PATH']}",
-        "FAKE_TOOLS": str(folder),
-    }
+    path = f"{folder}{os.pathsep}{os.environ['PATH']}"
+    if system:
+        (folder / "system").mkdir(exist_ok=True)
+        for name in SYSTEM:
+            found = shutil.which(name)
+            if found and not (folder / "system" / name).exists():
+                (folder / "system" / name).symlink_to(found)
+        path = f"{folder}{os.pathsep}{folder / 'system'}"
+    return {**os.environ, "PATH": path, "FAKE_TOOLS": str(folder)}
 
 
 def calls(folder: Path) -> list[dict[str, Any]]:
