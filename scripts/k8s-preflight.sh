@@ -75,8 +75,11 @@ if command -v crane >/dev/null 2>&1; then
   registry=(crane digest)
 elif command -v skopeo >/dev/null 2>&1; then
   registry=(skopeo inspect --raw)
-else
+elif command -v docker >/dev/null 2>&1; then
   registry=(docker manifest inspect)
+else
+  problem "images: none of the ${#images[@]} checked (neither crane, skopeo nor docker is installed)"
+  images=()
 fi
 # at most 30 s for each question to a registry (where coreutils' timeout exists)
 limited() { if command -v timeout >/dev/null 2>&1; then timeout 30 "$@"; else "$@"; fi; }

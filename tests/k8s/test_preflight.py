@@ -194,3 +194,10 @@ def test_make_stops_when_the_preflight_fails(tmp_path: Path) -> None:
     assert not [
         c for c in calls if c["args"][:2] == ["get", "clusters"] or c["args"][:1] == ["run"]
     ]
+
+
+def test_preflight_without_docker_says_the_images_went_unchecked(tmp_path: Path) -> None:
+    code, out, _, _ = preflight(tmp_path, ("kind", "kubectl", "helm", "skaffold"))
+    assert code == 1, out
+    assert [p.split(":")[0] for p in problems(out)] == ["docker", "images"]
+    assert f"images: none of the {len(listed_images())} checked" in out
