@@ -38,6 +38,9 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 _DIGITS = re.compile(r"[0-9]{1,12}")
 #: At most this many bad values are named in one answer.
 MAX_PROBLEMS = 10
+#: A float64 at or below this is 0 as float32 (round to nearest even): the lowest positive
+#: measurement the models can tell from 0 is just above it.
+FLOAT32_ZERO = 2.0**-150
 
 Loc = tuple[str | int, ...]
 

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from iris_api.bodies import check_rows
+from iris_api.bodies import FLOAT32_ZERO, check_rows
 from iris_api.errors import InvalidInput, NotFound, NotReady, Refused
 from iris_api.follower import ModelFollower
 from iris_api.model import Predictor
@@ -89,7 +89,10 @@ class DataPlane:
 
     def predict(self, flower: PredictInput) -> dict[str, Any]:
         """`PredictOutput` for one flower."""
-        x = check_rows(np.array([flower.row()], dtype=np.float32), lambda i: ("body", FEATURES[i]))
+        row = flower.row()
+        x = np.array([row], dtype=np.float32)
+        if min(row) <= FLOAT32_ZERO:  # positive as float64 (the schema), 0 as float32
+            check_rows(x, lambda i: ("body", FEATURES[i]))
         model = self.served()
         outputs = self.predictions.predict(model, x)
         rounded = [round(p, 6) for p in outputs.probabilities[0].tolist()]
