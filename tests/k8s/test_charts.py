@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,11 +17,13 @@ from typing import Any
 import pytest
 import yaml
 
+from iris_finetune.flow import FLOW_NAME
 from iris_testing import k8s
 
 ROOT = k8s.ROOT
 IRIS = ROOT / "charts" / "iris"
 POSTGRES = ROOT / "charts" / "iris-postgres"
+PREFECT_YAML = yaml.safe_load((ROOT / "prefect.yaml").read_text())
 SCENARIOS = sorted(IRIS.glob("ci/*-values.yaml")) + sorted(POSTGRES.glob("ci/*-values.yaml"))
 #: helm, kubernetes-validate and validate-crs.py run for each test: together longer than the
 #: unit tier's budget, so these run with `make test`.
@@ -39,11 +42,6 @@ def render_iris(
 
 def scenario_id(path: Path) -> str:
     return f"{path.parents[1].name}/{path.name}"
-
-
-def test_every_chart_has_the_three_scenarios() -> None:
-    names = {p.name for p in IRIS.glob("ci/*-values.yaml")}
-    assert names == {"everything-values.yaml", "no-monitoring-values.yaml", "minimal-values.yaml"}
 
 
 @pytest.mark.parametrize("values", SCENARIOS, ids=scenario_id)
@@ -154,19 +152,20 @@ def test_onnxruntime_threads_follow_the_cpu_limit(cpu: Any, threads: str) -> Non
 
 
 def test_api_settings_and_secrets() -> None:
-    env = {e["name"]: e for e in api_container(render_iris())["env"]}
-    assert env["IRIS_API_FEEDBACK_DEPLOYMENT"]["value"] == "iris-finetune/kubernetes"
-    assert env["IRIS_API_FEEDBACK_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "token"
-    assert env["IRIS_FEEDBACK_STORE_URL"]["valueFrom"]["secretKeyRef"] == {
-        "name": "iris-feedback-store", "key": "url",
-    }  # fmt: skip
+    objects = render_iris()
+    env = {e["name"]: e for e in api_container(objects)["env"]}
+    deployment = next(d for d in PREFECT_YAML["deployments"] if d["name"] == "kubernetes")
+    assert env["IRIS_API_FEEDBACK_DEPLOYMENT"]["value"] == f"{FLOW_NAME}/{deployment['name']}"
+    token = env["IRIS_API_FEEDBACK_TOKEN"]["valueFrom"]["secretKeyRef"]
+    secret = k8s.one(objects, "Secret", token["name"])  # the chart makes the token's Secret
+    assert token["key"] in (secret.get("data") or secret.get("stringData") or {})
     # every setting the API is given is one it reads (docs/configuration.md lists them all)
     documented = (ROOT / "docs" / "configuration.md").read_text()
     for name in env:
         assert f"`{name}`" in documented or name == "ORT_DISABLE_TELEMETRY", name
 
 
-def test_prometheus_objects_only_with_the_api_and_when_enabled() -> None:
+def test_prometheus_objects_only_with_their_crds_and_when_enabled() -> None:
     kinds = {o["kind"] for o in render_iris(api_versions=())}
     assert not kinds & {"ServiceMonitor", "PrometheusRule"}
     assert "ConfigMap" in kinds  # the dashboard does not need the CRDs
@@ -287,24 +286,29 @@ def test_a_job_keeps_its_name_exactly_while_its_pod_template_stays(tmp_path: Pat
         assert {c for c in base if names[render][c] != base[c]} == changed, render
 
 
-def test_helm_test_calls_readiness_and_predict() -> None:
-    pod = next(o for o in render_iris() if o["kind"] == "Pod")
-    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    script = pod["spec"]["containers"][0]["command"][-1]
-    assert "/v2/health/ready" in script
-    assert "/predict" in script
-
-
-def test_notes_tell_how_to_reach_everything() -> None:
+def test_notes_port_forward_rendered_services_on_skaffolds_ports(
+    rendered: dict[str, list[k8s.Obj]],
+) -> None:
+    """Each `kubectl port-forward svc/NAME LOCAL:PORT` the notes give names a Service the
+    releases render, with that port, and they are exactly skaffold's forwards."""
     out = k8s.run_tool([k8s.HELM, "install", "iris", IRIS, "--dry-run=client", "-n", "mlops"])
     notes = out.split("NOTES:", 1)[1]
-    for expected in ("/docs", "http://grafana.localtest.me"):
-        assert expected in notes, expected
-    # the same local ports as skaffold's forwards
-    for forward in k8s.skaffold_config()["portForward"]:
-        local, name = forward["localPort"], forward["resourceName"]
-        assert f"port-forward svc/{name} {local}:{forward['port']}" in notes, name
-        assert f"http://localhost:{local}" in notes, name
+    given = {
+        (name, int(local), int(port))
+        for name, local, port in re.findall(r"port-forward svc/([\w-]+) (\d+):(\d+)", notes)
+    }
+    forwards = {
+        (f["resourceName"], f["localPort"], f["port"]) for f in k8s.skaffold_config()["portForward"]
+    }
+    assert given == forwards
+    services = {
+        o["metadata"]["name"]: {p["port"] for p in o["spec"]["ports"]}
+        for objects in rendered.values()
+        for o in objects
+        if o["kind"] == "Service"
+    }
+    for name, _, port in given:
+        assert port in services.get(name, set()), f"no Service {name} with port {port}"
 
 
 def test_postgres_secrets_agree() -> None:

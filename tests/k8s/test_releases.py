@@ -5,6 +5,7 @@ image tags pinned, no Bitnami images; skaffold.yaml and the kind config against 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
@@ -354,3 +355,23 @@ def test_kind_config() -> None:
     }
     assert ports == {(80, 80, "127.0.0.1"), (443, 443, "127.0.0.1")}
     assert all(set(p) <= KIND_PORT for p in node["extraPortMappings"])
+
+
+def test_the_crd_schemas_are_what_the_pinned_charts_own_crds_make(tmp_path: Path) -> None:
+    """Where no folder of packaged charts exists, `make k8s-tools` pulls the charts and makes
+    the CRD schemas from their CRDs (scripts/k8s_offline.py): made from the pinned charts here,
+    they are exactly the schemas the checks use."""
+    spec = importlib.util.spec_from_file_location(
+        "k8s_offline", ROOT / "scripts" / "k8s_offline.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    offline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(offline)
+    charts = [k8s.SHARED_CHARTS / f"{c}-{v}.tgz" for _, c, v in offline.pinned()]
+    made = offline.crd_schemas(charts, tmp_path)
+    used = sorted(p.name for p in (k8s.SHARED_CHARTS / "crd-schemas").glob("*.json"))
+    assert sorted(made) == used
+    for name in used:
+        ours = json.loads((tmp_path / name).read_text())
+        assert ours == json.loads((k8s.SHARED_CHARTS / "crd-schemas" / name).read_text()), name

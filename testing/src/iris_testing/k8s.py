@@ -24,8 +24,10 @@ TOOLS = ROOT / ".tools"
 HELM = TOOLS / "helm" / "helm"
 VALIDATE_PYTHON = TOOLS / "kubernetes-validate" / "bin" / "python"
 CHECKOV = TOOLS / "checkov" / "bin" / "checkov"
-#: The upstream charts packaged for offline use, the CRD schemas, the skaffold schema.
-SHARED_CHARTS = ROOT.parent / "shared" / "charts"
+#: The upstream charts (pinned), the CRD schemas and the skaffold schema, which `make
+#: k8s-tools` puts there (scripts/k8s_offline.py: linked from a folder of packaged charts, or
+#: pulled from the charts' repositories).
+SHARED_CHARTS = TOOLS / "charts"
 #: The oldest Kubernetes the project supports, and the newest kubernetes-validate knows.
 KUBE_VERSIONS = ("1.31.0", "1.37.0")
 #: The API group/version that gates ServiceMonitor and PrometheusRule templates.
@@ -228,16 +230,36 @@ def kubernetes_validate(
 
 
 def validate_crs(objects: Sequence[Obj]) -> tuple[int, str]:
-    """../shared/charts/validate-crs.py over the objects: its exit code and output."""
-    done = subprocess.run(
-        [sys.executable, str(SHARED_CHARTS / "validate-crs.py")],
-        input=yaml.safe_dump_all(objects),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    return done.returncode, done.stdout + done.stderr
+    """The custom resources among `objects` against their CRD's schema (closed to unknown
+    fields; CEL rules not evaluated): 0 and a line each when all pass, 1 naming each problem.
+    A kind whose group has a schema but not for its version fails (the CRD does not serve it)."""
+    import jsonschema  # noqa: PLC0415 (the dev environment's; only these checks need it)
+
+    schemas: dict[tuple[str, str], dict[str, Path]] = {}
+    for path in (SHARED_CHARTS / "crd-schemas").glob("*.json"):
+        kind, group, version = path.stem.rsplit("-", 2)
+        schemas.setdefault((kind, group), {})[version] = path
+    lines, checked, failed = [], 0, 0
+    for obj in objects:
+        group, _, version = str(obj.get("apiVersion", "")).rpartition("/")
+        versions = schemas.get((str(obj.get("kind", "")).lower(), group.split(".")[0].lower()))
+        if not group or versions is None:
+            continue
+        checked += 1
+        where = kind_name(obj)
+        if version.lower() not in versions:
+            failed += 1
+            lines.append(f"FAIL {where}: no schema for {obj['apiVersion']}")
+            continue
+        validator = jsonschema.Draft7Validator(json.loads(versions[version.lower()].read_text()))
+        errors = sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
+        failed += bool(errors)
+        lines += [
+            f"FAIL {where}: {'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+            for e in errors
+        ] or [f"ok   {where}"]
+    lines.append(f"{checked} custom resource(s) checked, {failed} failed")
+    return (1 if failed else 0), "\n".join(lines)
 
 
 def containers(obj: Obj) -> Iterator[Obj]:
@@ -291,16 +313,17 @@ def plain_env(container: Obj) -> dict[str, str]:
 def render_flow_run_job(variables: Mapping[str, object], api_url: str) -> Obj:
     """The Job the Prefect Kubernetes worker creates for a flow run with these job variables,
     from the base job template, by prefect-kubernetes' own code and offline (an example flow
-    run: ../shared/charts/prefect-job-render.py); `api_url` is the worker's PREFECT_API_URL."""
+    run, no server: `python -m iris_testing.prefect_worker --offline`); `api_url` is the
+    worker's PREFECT_API_URL."""
     with tempfile.TemporaryDirectory(prefix="iris-job-variables-") as scratch:
         variables_file = Path(scratch) / "variables.json"
         variables_file.write_text(json.dumps(variables))
         out = run_tool(
-            [sys.executable, SHARED_CHARTS / "prefect-job-render.py", BASE_JOB_TEMPLATE,
-             variables_file],
+            [sys.executable, "-m", "iris_testing.prefect_worker", "--offline",
+             BASE_JOB_TEMPLATE, variables_file],
             env={**os.environ, "PREFECT_API_URL": api_url},
         )  # fmt: skip
-    job: Obj = yaml.safe_load(out)
+    job: Obj = json.loads(out)
     return job
 
 
