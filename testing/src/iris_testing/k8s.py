@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from iris_stack.process import ServiceError, run_checked
 
 ROOT = Path(__file__).resolve().parents[3]
 TOOLS = ROOT / ".tools"
@@ -38,8 +39,8 @@ BASE_JOB_TEMPLATE = ROOT / "k8s" / "prefect" / "base-job-template.json"
 Obj = dict[str, Any]
 
 
-class ToolError(RuntimeError):
-    """A tool failed; the message carries its output."""
+#: A tool failed; the message carries its command, exit code and output.
+ToolError = ServiceError
 
 
 def run_tool(
@@ -48,21 +49,7 @@ def run_tool(
     timeout_s: float = 120,
     env: Mapping[str, str] | None = None,
 ) -> str:
-    done = subprocess.run(
-        [str(a) for a in args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-        env=env,
-    )
-    if done.returncode != 0:
-        raise ToolError(
-            f"`{' '.join(str(a) for a in args)}` failed (exit {done.returncode}):\n"
-            f"{(done.stdout + done.stderr).strip()[-4000:]}"
-        )
-    return done.stdout
+    return run_checked(args, env, stdin=stdin, timeout_s=timeout_s)
 
 
 def load_all(text: str) -> list[Obj]:
