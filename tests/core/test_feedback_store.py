@@ -333,7 +333,7 @@ def test_backlog_tells_what_is_owed_and_since_when(url: str) -> None:
         assert json.loads(json.dumps(stats)) == stats
         assert stats["owed"] == 1
         assert stats["owed_age_s"] == 130.0
-        assert stats["finetunes"] == {"registered": 0, "rejected": 1, "failed": 0}
+        assert stats["finetunes"] == {"registered": 0, "rejected": 1, "failed": 0, "deferred": 0}
 
 
 # --- crashes --------------------------------------------------------------------------------
@@ -465,7 +465,7 @@ def test_a_store_of_the_first_flow_becomes_applied_rows(tmp_path: Path) -> None:
         )
     db.close()
     with FeedbackStore.open(url) as store:
-        assert store.migrated == ("2", "3")
+        assert store.migrated == ("2", "3", "4")
         assert store.rows(7) == [Feedback(flower(i), SETOSA) for i in range(7)]
         assert [r[1:] for r in applied_rows(store)] == [
             (f"flow-run:flow-{i}", i + 1, f"flow-{i}") for i in range(7)
@@ -507,7 +507,7 @@ def test_a_postgres_store_at_the_first_revision_migrates_its_rows(postgres: Post
         )
     db.close()
     with FeedbackStore.open(url) as store:
-        assert store.migrated == ("2", "3")
+        assert store.migrated == ("2", "3", "4")
         assert [r[1:] for r in applied_rows(store)] == [
             (f"flow-run:f{i}", i, f"f{i}") for i in range(1, 4)
         ]
@@ -528,7 +528,7 @@ def test_the_migrated_schema_is_the_one_the_code_uses(store: FeedbackStore) -> N
 def test_processes_opening_a_new_store_at_once_migrate_it_once(url: str) -> None:
     with workers(url, [("open",)] * 4) as procs:
         migrated = sorted(tuple(w.finish()["migrated"]) for w in procs)
-    assert migrated == [(), (), (), ("1", "2", "3")]
+    assert migrated == [(), (), (), ("1", "2", "3", "4")]
 
 
 @pytest.mark.integration  # initdb

@@ -32,6 +32,7 @@ from iris_api.settings import ApiSettings
 from iris_core.feedback import (
     SOURCE_API,
     Added,
+    Answers,
     Backlog,
     FeedbackStore,
     KeyReused,
@@ -121,11 +122,15 @@ class FeedbackOutbox:
         return True
 
     async def accept(
-        self, measurements: tuple[float, ...], class_name: str, key: str | None
+        self,
+        measurements: tuple[float, ...],
+        class_name: str,
+        key: str | None,
+        answers: Answers | None = None,
     ) -> Accepted:
-        """Store the row (durable on return), ask for a run, and wait a moment for Prefect to
-        say which run will apply it. Upstream(503) when the store cannot take it: then
-        nothing is stored."""
+        """Store the row with what the served models `answers`ed (durable on return), ask for
+        a run, and wait a moment for Prefect to say which run will apply it. Upstream(503)
+        when the store cannot take it: then nothing is stored."""
         if not self.configured or not await self._open():
             self.metrics.feedback_failures.inc()
             raise Upstream(f"feedback not accepted: {self.reason}", retry_after_s=5)
@@ -137,6 +142,7 @@ class FeedbackOutbox:
                 class_name,
                 f"{SOURCE_API}:{key or uuid.uuid4()}",
                 SOURCE_API,
+                answers,
             )
         except StoreUnavailable as e:
             self.metrics.feedback_store_up.set(0)

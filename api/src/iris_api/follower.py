@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 
 from iris_api.metrics import Metrics
@@ -20,15 +21,27 @@ BACKOFF_START_S = 0.5
 
 
 class ModelFollower:
-    """Holds the served model. `current` changes by one reference assignment, never in place."""
+    """Holds the served model (`current`, the champion) and, in gated promotion, the
+    challenger scored beside it (`challenger`). Each changes by one reference assignment,
+    never in place, and only to a model that passed its checks."""
 
     def __init__(
-        self, settings: ApiSettings, metrics: Metrics, source: ModelSource | None = None
+        self,
+        settings: ApiSettings,
+        metrics: Metrics,
+        source: ModelSource | None = None,
+        challenger_source: ModelSource | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.source = source or source_of(settings)
+        self.challenger_source = challenger_source or (
+            source_of(settings, settings.challenger_alias)
+            if settings.promotion == "gated" and settings.model_dir is None
+            else None
+        )
         self.current: Predictor | None = None
+        self.challenger: Predictor | None = None
         self.reason = "no model loaded yet"
         self._task: asyncio.Task[None] | None = None
         #: One registry check at a time: the poll and a check asked for by a client.
@@ -60,6 +73,10 @@ class ModelFollower:
                 "%s version %s is %s: not loading it yet", found.name, found.version, found.status
             )
             return None
+        shadow = self.challenger
+        if shadow is not None and shadow.version.version == found.version:
+            # promoted: the challenger, loaded and checked already, is the champion at once
+            return dataclasses.replace(shadow, version=found)
         try:
             return build(found, self.source.fetch(found), self.settings.ort_threads)
         except (RegistryError, ModelError) as e:
@@ -80,6 +97,7 @@ class ModelFollower:
         self.metrics.model.info(
             {"name": v.name, "version": v.version, "alias": v.alias, "run_id": v.run_id}
         )
+        self.metrics.served(v.version, role="served")
         log.info("serving %s version %s (was %s)", v.name, v.version,
                  previous.version.version if previous else "none")  # fmt: skip
 
@@ -95,11 +113,46 @@ class ModelFollower:
         async with self._checking:
             return await self._check_once()
 
+    def fetch_challenger(self) -> Predictor | None:
+        """The challenger the source names (blocking), read and checked, when it is new; the
+        current one when it is unchanged; None when there is none (retired, promoted)."""
+        assert self.challenger_source is not None  # noqa: S101 (gated promotion only)
+        found = self.challenger_source.wanted()
+        if found is None or found.status != "READY":
+            return None
+        shadow = self.challenger
+        if shadow is not None and shadow.version.version == found.version:
+            return shadow
+        champion = self.current
+        if champion is not None and champion.version.version == found.version:
+            return dataclasses.replace(champion, version=found)
+        return build(found, self.challenger_source.fetch(found), self.settings.ort_threads)
+
+    async def _check_challenger(self) -> None:
+        """The challenger swapped in, or out; a failure keeps the one there was (logged,
+        counted): it never touches the champion or readiness."""
+        try:
+            shadow = await asyncio.to_thread(self.fetch_challenger)
+        except (RegistryError, ModelError) as e:
+            self.metrics.shadow_load_failures.inc()
+            log.warning("challenger not loaded: %s", e)
+            return
+        previous = self.challenger
+        if shadow is previous:
+            return
+        self.challenger = shadow
+        self.metrics.served(shadow.version.version if shadow else None, role="shadow")
+        log.info("scoring challenger %s (was %s)",
+                 shadow.version.version if shadow else "none",
+                 previous.version.version if previous else "none")  # fmt: skip
+
     async def _check_once(self) -> bool:
         try:
             predictor = await asyncio.to_thread(self.fetch)
             if predictor is not None:
                 self.swap(predictor)
+            if self.challenger_source is not None:
+                await self._check_challenger()
         except (RegistryError, ModelError) as e:
             if self.current is None:
                 self.reason = str(e)
@@ -134,15 +187,18 @@ class ModelFollower:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self.source.close()
+        if self.challenger_source is not None:
+            self.challenger_source.close()
 
 
-def source_of(settings: ApiSettings) -> ModelSource:
-    """The folder of IRIS_API_MODEL_DIR when it is set, else the registry alias."""
+def source_of(settings: ApiSettings, alias: str | None = None) -> ModelSource:
+    """The folder of IRIS_API_MODEL_DIR when it is set, else the registry alias (`alias`, or
+    IRIS_API_MODEL_ALIAS)."""
     if settings.model_dir is not None:
         return FolderSource(settings.model_dir, settings.model_name)
     return RegistrySource(
         settings.tracking_url,
         settings.model_name,
-        settings.model_alias,
+        alias or settings.model_alias,
         settings.registry_timeout_s,
     )

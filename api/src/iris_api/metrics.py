@@ -166,6 +166,11 @@ def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
 
 
 class Metrics:
+    def served(self, version: str | None, role: str) -> None:
+        """The version now served as `role` (champion or challenger; None: none)."""
+        value = float(version) if version is not None and version.isdigit() else 0.0
+        self.served_version.labels(role).set(value)
+
     def __init__(
         self,
         drift_window: int = 1000,
@@ -216,6 +221,39 @@ class Metrics:
         self.registry_errors = Counter(
             "iris_registry_errors", "Registry checks that failed (MLflow unreachable, ...)",
             registry=r,
+        )  # fmt: skip
+        # Gated promotion: the versions served in each role, the challenger's answers to the
+        # champion's traffic (shadow), and each role's answers on labelled feedback.
+        self.served_version = Gauge(
+            "iris_served_version",
+            "The version in each role, served or shadow (numeric; 0: none): annotations on a change",
+            ["role"],
+            registry=r,
+        )
+        self.role_predictions = Counter(
+            "iris_role_predictions", "Rows answered by role (served: the answer sent; "
+            "shadow: scored beside it, never sent)", ["role", "version", "class_name"],
+            registry=r,
+        )  # fmt: skip
+        self.shadow_rows = Counter(
+            "iris_shadow_rows", "Rows the shadow model scored beside the served one, by agreement",
+            ["served", "shadow", "agreed"], registry=r,
+        )  # fmt: skip
+        self.shadow_errors = Counter(
+            "iris_shadow_errors", "Calls in which the shadow model failed (never seen by a client)",
+            ["shadow"], registry=r,
+        )  # fmt: skip
+        self.shadow_load_failures = Counter(
+            "iris_shadow_load_failures", "Shadow versions that could not be loaded",
+            registry=r,
+        )  # fmt: skip
+        self.live_rows = Counter(
+            "iris_live_rows", "Labelled feedback rows each role answered (its live accuracy's n)",
+            ["role", "version"], registry=r,
+        )  # fmt: skip
+        self.live_correct = Counter(
+            "iris_live_correct", "Labelled feedback rows each role answered right",
+            ["role", "version"], registry=r,
         )  # fmt: skip
         # /suggest: feedback stored, by true class and whether the served model agreed
         # ("unknown" while no model is loaded). Counted once per stored row.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +65,8 @@ class Predictions:
         self.follower = follower
         self.metrics = metrics
         self.stats = Statistics()
+        #: The shadow metrics' children, per (champion, challenger) versions.
+        self._pairs: dict[tuple[str, str], _PairRecorders] = {}
 
     def model(self) -> Predictor:
         """The served model, or 503 with the reason there is none yet."""
@@ -105,4 +108,58 @@ class Predictions:
         stats.infer_ns += infer_ns
         stats.success_ns += time.perf_counter_ns() - start
         stats.last_inference_ms = time.time_ns() // 1_000_000
+        shadow = self.follower.challenger
+        if shadow is not None and shadow.version.version != model.version.version:
+            self._shadow(model, shadow, x, labels)
         return outputs
+
+    def _shadow(
+        self, model: Predictor, shadow: Predictor, x: npt.NDArray[np.float32], labels: Any
+    ) -> None:
+        """The challenger on the same rows, recorded beside the champion's answer and never
+        returned: whatever it does (an error included) stays here."""
+        pair = (model.version.version, shadow.version.version)
+        recorders = self._pairs.get(pair)
+        if recorders is None:
+            recorders = self._pairs[pair] = _PairRecorders(self.metrics, *pair)
+        try:
+            theirs = shadow.infer(x).labels
+        except Exception:  # noqa: BLE001 (a challenger's failure must never reach a client)
+            recorders.errors.inc()
+            return
+        recorders.record(labels, theirs)
+
+
+class _PairRecorders:
+    """The metric children of one served and shadow pair, looked up once."""
+
+    def __init__(self, metrics: Metrics, champion: str, challenger: str) -> None:
+        self.champion = [
+            metrics.role_predictions.labels("served", champion, c) for c in CLASS_NAMES
+        ]
+        self.challenger = [
+            metrics.role_predictions.labels("shadow", challenger, c) for c in CLASS_NAMES
+        ]
+        self.agreed = metrics.shadow_rows.labels(champion, challenger, "true")
+        self.disagreed = metrics.shadow_rows.labels(champion, challenger, "false")
+        self.errors = metrics.shadow_errors.labels(challenger)
+
+    def record(self, ours: Any, theirs: Any) -> None:
+        if len(ours) == 1:
+            a, b = int(ours[0]), int(theirs[0])
+            self.champion[a].inc()
+            self.challenger[b].inc()
+            (self.agreed if a == b else self.disagreed).inc()
+            return
+        for counts, children in (
+            (np.bincount(ours, minlength=len(CLASS_NAMES)), self.champion),
+            (np.bincount(theirs, minlength=len(CLASS_NAMES)), self.challenger),
+        ):
+            for child, n in zip(children, counts.tolist(), strict=True):
+                if n:
+                    child.inc(n)
+        same = int(np.count_nonzero(ours == theirs))
+        if same:
+            self.agreed.inc(same)
+        if same != len(ours):
+            self.disagreed.inc(len(ours) - same)

@@ -37,6 +37,28 @@ class ApiSettings(BaseSettings):
         min_length=1,
         description="alias to follow; `latest` = newest version (default: registry.alias)",
     )
+    promotion: Literal["direct", "gated"] = Field(
+        default_factory=lambda: registry().promotion,
+        description="gated: also load the version with challenger_alias and score it beside "
+        "the served one (shadow), and record both answers with feedback (params.yaml "
+        "registry.promotion)",
+    )
+    challenger_alias: str = Field(
+        default_factory=lambda: registry().challenger_alias,
+        min_length=1,
+        description="the challenger's alias in gated promotion (registry.challenger_alias)",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="the secret of MLflow's registry webhook: POST /registry/events checks its "
+        "signature and then asks the registry at once (unset: the endpoint answers 404)",
+    )
+    peers: str | None = Field(
+        None,
+        description="host:port of the other API replicas (a headless Service's name, "
+        "resolved to every address), to which a registry event is passed on",
+    )
     model_dir: Path | None = Field(
         None,
         description="serve the newest `<version>/model.onnx` of this folder instead of the "

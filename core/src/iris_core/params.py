@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 #: The names of iris_core.FEATURES (a test keeps the two equal).
 Feature = Literal["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -63,12 +63,38 @@ class RegistryParams(_Strict):
     sklearn_model_name: Name
     alias: Name
     accuracy_above: Annotated[float, Field(ge=0, le=1)]
+    promotion: Literal["direct", "gated"] = "direct"
+    challenger_alias: Name = "challenger"
+    previous_alias: Name = "previous"
+
+    @model_validator(mode="after")
+    def _aliases_differ(self) -> RegistryParams:
+        aliases = [self.alias, self.challenger_alias, self.previous_alias]
+        if len(set(aliases)) != len(aliases):
+            raise ValueError(f"alias, challenger_alias and previous_alias must differ: {aliases}")
+        return self
 
 
 def promotes(test_accuracy: float, accuracy_above: float) -> bool:
     """Whether a new version with this test accuracy takes the alias: strictly above the
     threshold, for a trained model and a fine-tuned one alike."""
     return test_accuracy > accuracy_above
+
+
+class GateParams(_Strict):
+    """When live evidence promotes or retires a challenger (gated promotion)."""
+
+    rule_version: Annotated[int, Field(ge=1)]
+    min_rows: Annotated[int, Field(ge=1)]
+    significance: Annotated[float, Field(gt=0, lt=1)]
+    confidence: Annotated[float, Field(gt=0, lt=1)]
+    max_rows: Annotated[int, Field(ge=1)]
+
+    @model_validator(mode="after")
+    def _rows_in_order(self) -> GateParams:
+        if self.max_rows < self.min_rows:
+            raise ValueError(f"max_rows ({self.max_rows}) is below min_rows ({self.min_rows})")
+        return self
 
 
 class FeedbackParams(_Strict):
@@ -83,6 +109,7 @@ class Params(_Strict):
     train: TrainParams
     registry: RegistryParams
     feedback: FeedbackParams
+    gate: GateParams
 
 
 class ParamsError(ValueError):
@@ -116,3 +143,7 @@ def registry() -> RegistryParams:
 
 def feedback() -> FeedbackParams:
     return packaged().feedback
+
+
+def gate() -> GateParams:
+    return packaged().gate

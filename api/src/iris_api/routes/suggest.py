@@ -3,6 +3,7 @@ GET /feedback/stats: what is pending, applied and owed."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 import numpy as np
@@ -11,9 +12,11 @@ from fastapi import APIRouter, Header, Request
 from iris_api.bodies import JSON_ONLY, body_schema, read_json, require
 from iris_api.deps import AccessDep, FollowerDep, MetricsDep, OutboxDep
 from iris_api.errors import JSONBytes
+from iris_api.metrics import Metrics
 from iris_api.routes.predict import ERRORS, JSON_BODY
 from iris_api.schemas import SUGGEST_EXAMPLES, ErrorBody, SuggestInput, SuggestOutput
 from iris_core import CLASS_NAMES
+from iris_core.feedback import Answers
 
 router = APIRouter(tags=["feedback"])
 
@@ -56,18 +59,26 @@ async def suggest(
     access.check(authorization, request.client.host if request.client else "unknown")
     require(request.headers.get("content-type", ""), JSON_ONLY, JSON_BODY)
     feedback = read_json(await request.body(), SuggestInput)
-    model = follower.current
+    model, shadow = follower.current, follower.challenger
+    x = np.array([feedback.row()], dtype=np.float32)
     predicted: str | None = None
+    answers = None
     if model is not None:
-        # The model's opinion, not a prediction: `infer` leaves the prediction metrics alone.
-        outputs = model.infer(np.array([feedback.row()], dtype=np.float32))
-        predicted = CLASS_NAMES[int(outputs.labels[0])]
-    accepted = await outbox.accept(feedback.row(), feedback.class_name, idempotency_key)
+        # The models' opinions, not predictions: `infer` leaves the prediction metrics alone.
+        predicted = CLASS_NAMES[int(model.infer(x).labels[0])]
+        answers = Answers(model.version.version, predicted)
+        if shadow is not None and shadow.version.version != model.version.version:
+            with contextlib.suppress(Exception):  # a challenger's failure is not the client's
+                theirs = CLASS_NAMES[int(shadow.infer(x).labels[0])]
+                answers = Answers(model.version.version, predicted, shadow.version.version, theirs)
+    accepted = await outbox.accept(feedback.row(), feedback.class_name, idempotency_key, answers)
     agreed = None if predicted is None else predicted == feedback.class_name
     if accepted.row.new:
         metrics.feedback.labels(
             feedback.class_name, str(agreed).lower() if agreed is not None else "unknown"
         ).inc()
+        if answers is not None:
+            live(metrics, answers, feedback.class_name)
     run = accepted.run
     return JSONBytes(
         SuggestOutput(
@@ -83,6 +94,19 @@ async def suggest(
         ).model_dump(),
         status_code=202,
     )
+
+
+def live(metrics: Metrics, answers: Answers, truth: str) -> None:
+    """Each role's answer on a labelled row: its live accuracy and its n."""
+    roles: list[tuple[str, str, str | None]] = [
+        ("served", answers.champion_version, answers.champion_class)
+    ]
+    if answers.challenger_version is not None:
+        roles.append(("shadow", answers.challenger_version, answers.challenger_class))
+    for role, version, said in roles:
+        metrics.live_rows.labels(role, version).inc()
+        if said == truth:
+            metrics.live_correct.labels(role, version).inc()
 
 
 @router.get("/feedback/stats")

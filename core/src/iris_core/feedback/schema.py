@@ -78,6 +78,12 @@ feedback = Table(
     Column("applied_seq", Integer, unique=True),
     Column("applied_at", UTCDateTime),
     Column("applied_by", Text),
+    # What the served models answered when the row was accepted (the evidence of gated
+    # promotion): the champion's ONNX version and class, and the challenger's while one is loaded
+    Column("champion_version", Text),
+    Column("champion_class", Text),
+    Column("challenger_version", Text),
+    Column("challenger_class", Text),
     sqlite_autoincrement=True,
 )
 # The rows a claim takes: only the pending ones are indexed.
@@ -101,4 +107,22 @@ finetunes = Table(
     Column("detail", Text),
     # JSON the claim's holder left for whoever takes the fine-tune over (see `checkpoint_finetune`)
     Column("checkpoint", Text),
+)
+
+#: Each challenger of gated promotion, by its ONNX model version (the one the API serves and the
+#: rows' answers name): its versions of both models (JSON), the feedback rows it was trained on
+#: (never its evidence), the champion it is compared with, and once decided, how (`promoted`,
+#: `retired`), with the numbers behind it (JSON) and the run that decided. Decided once.
+challengers = Table(
+    "challengers",
+    metadata,
+    Column("version", Text, primary_key=True),
+    Column("versions", Text, nullable=False),
+    Column("trained_rows", Integer, nullable=False),
+    Column("champion_version", Text, nullable=False),
+    Column("registered_at", UTCDateTime, nullable=False),
+    Column("decided_at", UTCDateTime),
+    Column("decision", Text),
+    Column("evidence", Text),
+    Column("decided_by", Text),
 )

@@ -35,7 +35,7 @@ from iris_core.feedback.database import (
     Location,
     StoreError,
 )
-from iris_core.feedback.schema import feedback, finetunes
+from iris_core.feedback.schema import challengers, feedback, finetunes
 from iris_core.schema import CLASS_NAMES, FEATURES, N_FEATURES
 
 #: Where a row came from: a /suggest request, or a flow run started by hand with a flower.
@@ -71,6 +71,7 @@ class Outcome(StrEnum):
     REGISTERED = "registered"
     REJECTED = "rejected"
     FAILED = "failed"
+    DEFERRED = "deferred"  # gated promotion: a challenger was under evaluation
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,45 @@ class Feedback:
 
     measurements: tuple[float, float, float, float]
     class_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Answers:
+    """What the served models said of a row when it was accepted: the champion's ONNX version
+    and class, and the challenger's while one is loaded (gated promotion's evidence)."""
+
+    champion_version: str
+    champion_class: str
+    challenger_version: str | None = None
+    challenger_class: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Challenger:
+    """A challenger of gated promotion (see `register_challenger`)."""
+
+    version: str  # its ONNX model's version: what the API serves, what the rows' answers name
+    versions: dict[str, str]  # registered model name -> its version, both models
+    trained_rows: int  # it was fine-tuned on the first this many applied rows
+    champion_version: str  # the champion's ONNX version it is compared with
+    registered_at: datetime
+    decided_at: datetime | None = None
+    decision: str | None = None  # "promoted" or "retired"
+    evidence: dict[str, Any] | None = None  # the numbers behind the decision
+    decided_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A challenger's paired rows: accepted while both it and its champion answered, and not
+    among the rows it was trained on. `wins`: only the challenger right; `losses`: only the
+    champion right."""
+
+    rows: int
+    wins: int
+    losses: int
+    challenger_right: int
+    champion_right: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,10 +276,18 @@ class FeedbackStore:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def add(self, measurements: Sequence[float], class_name: str, key: str, source: str) -> Added:
-        """Store one accepted row under idempotency `key`, durably (committed) on return.
-        The same key again, concurrently or not, stores nothing and answers that row
-        (`new=False`); with other measurements or class, KeyReused."""
+    def add(
+        self,
+        measurements: Sequence[float],
+        class_name: str,
+        key: str,
+        source: str,
+        answers: Answers | None = None,
+    ) -> Added:
+        """Store one accepted row under idempotency `key`, durably (committed) on return, with
+        what the served models `answers`ed. The same key again, concurrently or not, stores
+        nothing and answers that row (`new=False`); with other measurements or class,
+        KeyReused."""
         values = tuple(float(v) for v in measurements)
         if len(values) != N_FEATURES or not all(math.isfinite(v) for v in values):
             raise ValueError(f"measurements: expected {N_FEATURES} finite numbers, got {values}")
@@ -256,6 +304,7 @@ class FeedbackStore:
                 class_name=class_name,
                 source=source,
                 received_at=self._clock(),
+                **(_answers(answers) if answers is not None else {}),
             )
             .on_conflict_do_nothing(index_elements=[feedback.c.key])
             .returning(feedback.c.id)
@@ -479,6 +528,101 @@ class FeedbackStore:
             finetunes={str(outcome): int(n) for outcome, n in outcomes},
             newest_pending_id=None if newest is None else int(newest),
         )
+
+    # --- gated promotion -----------------------------------------------------------------
+
+    def register_challenger(
+        self, versions: dict[str, str], version: str, trained_rows: int, champion_version: str
+    ) -> Challenger:
+        """Record a new challenger (ONNX `version`, both models' `versions`), fine-tuned on the
+        first `trained_rows` applied rows, to be compared with the champion's ONNX version
+        `champion_version`; the record, which stays as it was if it exists already."""
+        insert = postgres_insert if self._db.location.postgres else sqlite_insert
+        with self._db.write(lock=FINETUNES_LOCK) as conn:
+            conn.execute(
+                insert(challengers)
+                .values(
+                    version=version,
+                    versions=json.dumps(versions, sort_keys=True),
+                    trained_rows=trained_rows,
+                    champion_version=champion_version,
+                    registered_at=self._clock(),
+                )
+                .on_conflict_do_nothing(index_elements=[challengers.c.version])
+            )
+            row = conn.execute(select(challengers).where(challengers.c.version == version)).one()
+        return _challenger(row)
+
+    def challengers(self) -> list[Challenger]:
+        """Every challenger, in the order they were registered."""
+        with self._db.read() as conn:
+            rows = conn.execute(select(challengers).order_by(challengers.c.registered_at)).all()
+        return [_challenger(r) for r in rows]
+
+    def pending_challenger(self) -> Challenger | None:
+        """The challenger not decided yet (the latest, if several were)."""
+        waiting = [c for c in self.challengers() if c.decided_at is None]
+        return waiting[-1] if waiting else None
+
+    def evidence(self, challenger: Challenger) -> Evidence:
+        """`challenger`'s paired rows (see `Evidence`); a row it was trained on (applied among
+        the first `trained_rows`) never counts for it."""
+        c = feedback.c
+        with self._db.read() as conn:
+            rows = conn.execute(
+                select(c.class_name, c.champion_class, c.challenger_class).where(
+                    c.challenger_version == challenger.version,
+                    c.champion_version == challenger.champion_version,
+                    c.challenger_class.is_not(None),
+                    c.champion_class.is_not(None),
+                    (c.applied_seq.is_(None)) | (c.applied_seq > challenger.trained_rows),
+                )
+            ).all()
+        ours = sum(r.challenger_class == r.class_name for r in rows)
+        theirs = sum(r.champion_class == r.class_name for r in rows)
+        wins = sum(r.challenger_class == r.class_name != r.champion_class for r in rows)
+        losses = sum(r.champion_class == r.class_name != r.challenger_class for r in rows)
+        return Evidence(len(rows), wins, losses, ours, theirs)
+
+    def decide(self, version: str, decision: str, evidence: dict[str, Any], by: str) -> bool:
+        """Record the decision on challenger `version`, once: True for the caller that
+        recorded it (it moves the aliases), False when it was decided already (by another
+        run at the same time, say)."""
+        with self._db.write(lock=FINETUNES_LOCK) as conn:
+            result = conn.execute(
+                update(challengers)
+                .where(challengers.c.version == version, challengers.c.decided_at.is_(None))
+                .values(
+                    decided_at=self._clock(),
+                    decision=decision,
+                    evidence=json.dumps(evidence, sort_keys=True),
+                    decided_by=by,
+                )
+            )
+        return result.rowcount == 1
+
+
+def _answers(answers: Answers) -> dict[str, str | None]:
+    return {
+        "champion_version": answers.champion_version,
+        "champion_class": answers.champion_class,
+        "challenger_version": answers.challenger_version,
+        "challenger_class": answers.challenger_class,
+    }
+
+
+def _challenger(row: Any) -> Challenger:
+    return Challenger(
+        version=row.version,
+        versions=json.loads(row.versions),
+        trained_rows=int(row.trained_rows),
+        champion_version=row.champion_version,
+        registered_at=row.registered_at,
+        decided_at=row.decided_at,
+        decision=row.decision,
+        evidence=json.loads(row.evidence) if row.evidence else None,
+        decided_by=row.decided_by,
+    )
 
 
 _PENDING = select(feedback.c.id).where(feedback.c.applied_seq.is_(None))
